@@ -1,0 +1,1 @@
+"""An async FastAPI service on asyncpg, deployed behind Caddy by Hypercorn."""

@@ -1,0 +1,39 @@
+"""Dependencies: how a route gets the runtime, a connection and its service object."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.db.pool import Connection
+from service.lifespan import Runtime
+from service.services.items import ItemService
+from service.services.jobs import JobService
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_connection(runtime: RuntimeDep) -> AsyncIterator[Connection]:
+    async with runtime.pool.acquire(timeout=runtime.settings.db_acquire_timeout) as connection:
+        yield connection
+
+
+ConnectionDep = Annotated[Connection, Depends(get_connection)]
+
+
+def get_item_service(connection: ConnectionDep) -> ItemService:
+    return ItemService(connection)
+
+
+def get_job_service(runtime: RuntimeDep) -> JobService:
+    return JobService(runtime.pool, runtime.events, runtime.handlers)
+
+
+ItemServiceDep = Annotated[ItemService, Depends(get_item_service)]
+JobServiceDep = Annotated[JobService, Depends(get_job_service)]

@@ -1,0 +1,69 @@
+"""Operations endpoints: liveness, readiness, what the app sees of a request, metrics."""
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.api.deps import RuntimeDep
+from service.api.errors import ServiceUnavailable
+from service.db.errors import DATABASE_UNAVAILABLE
+from service.models import Health, Problem, Readiness, WhoAmI
+
+router = APIRouter(tags=["operations"])
+
+FORWARDING_HEADERS = (
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-real-ip",
+    "via",
+    "x-request-id",
+)
+
+
+@router.get("/healthz", response_model=Health, status_code=200)
+async def healthz(runtime: RuntimeDep) -> Health:
+    """Liveness: the process answers. No I/O, so a database outage never restarts the app."""
+    return Health(version=runtime.settings.version)
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    status_code=200,
+    responses={503: {"model": Problem, "description": "Draining, or the database is down."}},
+)
+async def readyz(runtime: RuntimeDep) -> Readiness:
+    """Readiness: the database answers within ready_timeout, and the app is not draining."""
+    if runtime.draining:
+        raise ServiceUnavailable("shutting down")
+    timeout = runtime.settings.ready_timeout
+    try:
+        async with asyncio.timeout(timeout), runtime.pool.acquire(timeout=timeout) as connection:
+            await connection.fetchval("SELECT 1")
+    except DATABASE_UNAVAILABLE:
+        raise ServiceUnavailable("database unreachable") from None
+    return Readiness()
+
+
+@router.get("/whoami", response_model=WhoAmI, status_code=200)
+async def whoami(request: Request) -> WhoAmI:
+    """The request as the app sees it after the proxy chain: for operators and the tests."""
+    return WhoAmI(
+        client=request.client.host if request.client else None,
+        scheme=request.url.scheme,
+        host=request.headers.get("host"),
+        http_version=request.scope.get("http_version", "1.1"),
+        url=str(request.url_for("whoami")),
+        forwarding_headers={
+            name: request.headers[name] for name in FORWARDING_HEADERS if name in request.headers
+        },
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus scrape target. The public site never routes here (see caddy/Caddyfile)."""
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

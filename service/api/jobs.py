@@ -1,0 +1,40 @@
+"""/jobs: enqueue background work and follow it."""
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request, Response
+
+from service.api.deps import JobServiceDep
+from service.models import Job, JobCreate, Problem
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+MAX_WAIT_SECONDS = 60  # keep below the proxy's response timeout
+
+
+@router.post("", response_model=Job, status_code=202, responses={422: {"model": Problem}})
+async def enqueue_job(
+    data: JobCreate, jobs: JobServiceDep, request: Request, response: Response
+) -> Job:
+    job = await jobs.enqueue(data)
+    response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
+    return job
+
+
+@router.get("/{job_id}", response_model=Job, status_code=200, responses={404: {"model": Problem}})
+async def get_job(
+    job_id: UUID,
+    jobs: JobServiceDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="Long-poll: seconds to wait for the job to finish.",
+        ),
+    ] = 0,
+) -> Job:
+    if wait > 0:
+        return await jobs.wait(job_id, wait)
+    return await jobs.get(job_id)

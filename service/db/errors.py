@@ -1,0 +1,11 @@
+"""Which driver errors mean "the database is unreachable right now" (answered with 503)."""
+
+import asyncpg
+
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,  # refused, reset, unreachable
+    TimeoutError,  # connect, acquire or command timeout
+    asyncpg.PostgresConnectionError,  # class 08: the connection broke
+    asyncpg.InterfaceError,  # the connection was closed under us
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, cannot connect now
+)

@@ -1,0 +1,1 @@
+"""Background work: the job handlers, the workers that run them, and their supervision."""

@@ -1,0 +1,98 @@
+"""The lifespan owns everything that lives as long as the process: the pool and the workers.
+
+Start-up: pool (retried while Postgres starts), migrations (under an advisory lock), then the
+background tasks in a TaskGroup. Shutdown, in order: readiness turns 503, the tasks are
+cancelled explicitly (a TaskGroup waits for its children, it does not cancel them; cancelled
+workers put their jobs back), then the pool is closed within a bound.
+"""
+
+import asyncio
+import logging
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+
+from service.db import jobs as job_queries
+from service.db.errors import DATABASE_UNAVAILABLE
+from service.db.migrate import apply_migrations
+from service.db.pool import Pool, open_pool
+from service.jobs.events import JobEvents
+from service.jobs.handlers import JobHandler
+from service.jobs.supervisor import supervise
+from service.jobs.worker import Worker
+from service.metrics import Metrics
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What the lifespan built; routes reach it through the dependencies in api/deps.py."""
+
+    settings: Settings
+    pool: Pool
+    events: JobEvents
+    handlers: Mapping[str, JobHandler]
+    metrics: Metrics
+    draining: bool = field(default=False)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
+    async with open_pool(settings) as pool:
+        await apply_migrations(pool)
+        runtime = Runtime(settings, pool, JobEvents(), app.state.handlers, metrics)
+        app.state.runtime = runtime
+        metrics.watch_pool(pool)
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(supervise(name, run, settings.supervisor_max_backoff), name=name)
+                for name, run in _background(runtime).items()
+            ]
+            log.info("started", extra={"version": settings.version, "tasks": len(tasks)})
+            try:
+                yield
+            finally:
+                runtime.draining = True
+                log.info("shutdown: cancelling background tasks", extra={"tasks": len(tasks)})
+                for task in tasks:
+                    task.cancel()
+        log.info("shutdown: background tasks stopped")
+        metrics.unwatch_pool()
+    log.info("shutdown complete")
+
+
+def _background(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
+    settings = runtime.settings
+    tasks: dict[str, Callable[[], Awaitable[None]]] = {
+        "job-events": lambda: runtime.events.listen(settings),
+        "job-stats": lambda: _refresh_queue_gauge(runtime),
+    }
+    # Lease owners must be unique across replicas and restarts.
+    process_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    for number in range(settings.job_workers):
+        worker = Worker(
+            f"{process_id}-worker-{number}",
+            runtime.pool,
+            runtime.events,
+            runtime.handlers,
+            settings,
+            runtime.metrics,
+        )
+        tasks[worker.name] = worker.run
+    return tasks
+
+
+async def _refresh_queue_gauge(runtime: Runtime) -> None:
+    while True:
+        with suppress(*DATABASE_UNAVAILABLE):
+            for state, count in (await job_queries.count_unfinished(runtime.pool)).items():
+                runtime.metrics.jobs_unfinished.labels(state).set(count)
+        await asyncio.sleep(runtime.settings.stats_interval)

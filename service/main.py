@@ -1,0 +1,54 @@
+"""The app factory. ``hypercorn -c hypercorn.toml service.main:app`` serves ``app``."""
+
+from collections.abc import Mapping
+
+from fastapi import FastAPI
+from hypercorn.middleware import ProxyFixMiddleware
+from starlette.types import ASGIApp
+
+from service.api import router
+from service.api.errors import install_error_handlers
+from service.jobs.handlers import DEFAULT_HANDLERS, JobHandler
+from service.lifespan import lifespan
+from service.logs import configure_logging
+from service.metrics import Metrics
+from service.middleware import RequestContextMiddleware
+from service.settings import Settings
+
+
+def create_api(
+    settings: Settings | None = None, handlers: Mapping[str, JobHandler] | None = None
+) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    api = FastAPI(
+        title="service",
+        version=settings.version,
+        lifespan=lifespan,
+        # Unknown routes and methods answer with problem details too; docs stay available.
+        openapi_url="/openapi.json",
+    )
+    api.state.settings = settings
+    api.state.handlers = handlers if handlers is not None else DEFAULT_HANDLERS
+    api.state.metrics = Metrics()
+    install_error_handlers(api, settings.retry_after_seconds)
+    api.include_router(router)
+    return api
+
+
+def create_app(
+    settings: Settings | None = None, handlers: Mapping[str, JobHandler] | None = None
+) -> ASGIApp:
+    """The whole ASGI app as served: the API inside request context and the proxy fix.
+
+    ProxyFixMiddleware must wrap everything so that every layer sees the real client: it
+    trusts exactly one hop (Caddy) for X-Forwarded-For/-Proto/-Host.
+    """
+    api = create_api(settings, handlers)
+    context = RequestContextMiddleware(api, api.state.metrics)
+    # Hypercorn types ASGI apps with its own (equivalent) protocol types.
+    proxied = ProxyFixMiddleware(context, mode="legacy", trusted_hops=1)  # type: ignore[arg-type]
+    return proxied  # type: ignore[return-value]
+
+
+app = create_app()

@@ -1,0 +1,66 @@
+"""Prometheus metrics, one registry per app (served at /metrics, which the edge never exposes)."""
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from service.db.pool import Pool
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "http_requests_total",
+            "HTTP requests by route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "Time from request start to the last body byte sent.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.jobs_finished = Counter(
+            "jobs_finished_total",
+            "Job runs by kind and outcome (done, retry, failed, released, lease_lost).",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.jobs_unfinished = Gauge(
+            "jobs_unfinished",
+            "Jobs queued or running, all replicas (refreshed every stats_interval).",
+            ["state"],
+            registry=self.registry,
+        )
+        self._pool_collector: PoolCollector | None = None
+
+    def watch_pool(self, pool: Pool) -> None:
+        self.unwatch_pool()
+        self._pool_collector = PoolCollector(pool)
+        self.registry.register(self._pool_collector)
+
+    def unwatch_pool(self) -> None:
+        if self._pool_collector is not None:
+            self.registry.unregister(self._pool_collector)
+            self._pool_collector = None
+
+
+class PoolCollector(Collector):
+    """Read at scrape time: no I/O, just the pool's own counters."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        size = self._pool.get_size()
+        idle = self._pool.get_idle_size()
+        yield GaugeMetricFamily("db_pool_connections", "Open pool connections.", value=size)
+        yield GaugeMetricFamily("db_pool_in_use", "Connections checked out.", value=size - idle)
+        yield GaugeMetricFamily("db_pool_max", "Pool size limit.", value=self._pool.get_max_size())

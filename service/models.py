@@ -1,0 +1,123 @@
+"""Pydantic models: every request body and response the API speaks, and the rows behind them."""
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+BIGINT_MAX = 2**63 - 1
+MAX_PRICE_CENTS = 10**12
+
+
+class StrictInput(BaseModel):
+    """Request bodies reject unknown fields, so a typo is a 422, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- items -------------------------------------------------------------------------------------
+class ItemCreate(StrictInput):
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(None, max_length=2000)
+    price_cents: int = Field(ge=0, le=MAX_PRICE_CENTS)
+
+
+class ItemUpdate(StrictInput):
+    """Partial update: only the fields present are changed; description may be set to null."""
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    description: str | None = Field(None, max_length=2000)
+    price_cents: int | None = Field(None, ge=0, le=MAX_PRICE_CENTS)
+
+    @field_validator("name", "price_cents")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
+
+
+class Item(BaseModel):
+    id: int
+    name: str
+    description: str | None
+    price_cents: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ItemPage(BaseModel):
+    items: list[Item]
+    next_after: int | None = Field(
+        description="Pass as ?after= for the next page; null on the last page."
+    )
+
+
+# --- jobs --------------------------------------------------------------------------------------
+JobState = Literal["queued", "running", "done", "failed"]
+
+
+class JobCreate(StrictInput):
+    kind: str = Field(min_length=1, max_length=100, examples=["sleep"])
+    payload: dict[str, Any] = Field(default_factory=dict, examples=[{"seconds": 1.5}])
+    max_attempts: int = Field(3, ge=1, le=20)
+
+
+class Job(BaseModel):
+    id: UUID
+    kind: str
+    payload: dict[str, Any]
+    state: JobState
+    attempts: int
+    max_attempts: int
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class ClaimedJob(BaseModel):
+    id: UUID
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+
+
+# --- operations --------------------------------------------------------------------------------
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+
+
+class WhoAmI(BaseModel):
+    """What the app sees of a request once the proxy chain has been applied."""
+
+    client: str | None
+    scheme: str
+    host: str | None
+    http_version: str
+    url: str = Field(description="This endpoint's URL as the app generates it (url_for).")
+    forwarding_headers: dict[str, str]
+
+
+# --- errors (RFC 9457) -------------------------------------------------------------------------
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None

@@ -1,0 +1,74 @@
+"""Jobs: enqueue with a validated payload, read, and long-poll until finished.
+
+This service holds the pool, not one connection: a long-poll must not pin a connection for
+its whole wait, so each read borrows one briefly.
+"""
+
+import asyncio
+from collections.abc import Mapping
+from contextlib import suppress
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from service.db import jobs as queries
+from service.db.pool import Pool
+from service.jobs.events import JobEvents
+from service.jobs.handlers import JobHandler
+from service.models import FieldError, Job, JobCreate
+from service.services.errors import InvalidInput, NotFound
+
+FINISHED = frozenset({"done", "failed"})
+# Long-polls re-read the job at least this often, in case a notification was missed.
+RECHECK_SECONDS = 1.0
+
+
+class JobService:
+    def __init__(self, pool: Pool, events: JobEvents, handlers: Mapping[str, JobHandler]) -> None:
+        self._pool = pool
+        self._events = events
+        self._handlers = handlers
+
+    async def enqueue(self, request: JobCreate) -> Job:
+        handler = self._handlers.get(request.kind)
+        if handler is None:
+            known = ", ".join(sorted(self._handlers))
+            raise InvalidInput(
+                [
+                    FieldError(
+                        loc=["body", "kind"], msg=f"unknown kind; one of: {known}", type="enum"
+                    )
+                ]
+            )
+        try:
+            payload = handler.payload_model.model_validate(request.payload)
+        except ValidationError as error:
+            raise InvalidInput(
+                [
+                    FieldError(loc=["body", "payload", *e["loc"]], msg=e["msg"], type=e["type"])
+                    for e in error.errors()
+                ]
+            ) from None
+        return await queries.insert(
+            self._pool, request.kind, payload.model_dump(mode="json"), request.max_attempts
+        )
+
+    async def get(self, job_id: UUID) -> Job:
+        job = await queries.get(self._pool, job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} does not exist")
+        return job
+
+    async def wait(self, job_id: UUID, seconds: float) -> Job:
+        """The job once finished, or as it is when `seconds` have passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        with self._events.watch(job_id) as changed:
+            while True:
+                changed.clear()
+                job = await self.get(job_id)
+                remaining = deadline - loop.time()
+                if job.state in FINISHED or remaining <= 0:
+                    return job
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), min(remaining, RECHECK_SECONDS))

@@ -1,0 +1,86 @@
+"""Settings, read once from the environment (prefix ``APP_``).
+
+Every field can also come from a file named by ``APP_<FIELD>_FILE``: that is how Docker
+secrets reach the app (``APP_DATABASE_PASSWORD_FILE=/run/secrets/db_password``).
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "APP_"
+
+
+class FileVariableSource(PydanticBaseSettingsSource):
+    """Reads ``APP_<FIELD>_FILE`` variables: the value is the file's content, stripped."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        variable = f"{ENV_PREFIX}{field_name.upper()}_FILE"
+        path = os.environ.get(variable)
+        if not path:
+            return None, field_name, False
+        try:
+            return Path(path).read_text().strip(), field_name, False
+        except OSError as error:
+            raise ValueError(f"{variable}={path} cannot be read: {error.strerror}") from error
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[key] = value
+        return values
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    version: str = Field("dev", description="Reported by /healthz; the image sets the commit.")
+    log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|debug|info|warning|error)$")
+
+    database_url: str = "postgresql://app@localhost:5432/app"
+    database_password: SecretStr | None = Field(
+        None, description="Overrides a password in database_url; use APP_DATABASE_PASSWORD_FILE."
+    )
+    db_pool_min_size: int = Field(2, ge=0)
+    db_pool_max_size: int = Field(10, ge=1)
+    db_connect_timeout: float = Field(5.0, gt=0, description="One connection attempt, seconds.")
+    db_startup_deadline: float = Field(
+        60.0, gt=0, description="How long start-up retries the database before giving up."
+    )
+    db_acquire_timeout: float = Field(5.0, gt=0, description="Waiting for a pool connection.")
+    db_command_timeout: float = Field(30.0, gt=0, description="One SQL statement, seconds.")
+    db_close_timeout: float = Field(10.0, gt=0, description="Pool close at shutdown, seconds.")
+    ready_timeout: float = Field(1.0, gt=0, description="The /readyz database ping, seconds.")
+    retry_after_seconds: int = Field(5, ge=1, description="Retry-After sent with 503.")
+
+    job_workers: int = Field(2, ge=0, description="Worker tasks per process (0: none).")
+    job_lease_seconds: float = Field(
+        30.0, gt=0, description="A claim's lease; renewed while running."
+    )
+    job_poll_interval: float = Field(1.0, gt=0, description="Idle workers look again this often.")
+    job_release_timeout: float = Field(5.0, gt=0, description="Cancelled job's release, seconds.")
+    job_max_wait: float = Field(60.0, gt=0, description="Upper bound of GET /jobs/{id}?wait=.")
+
+    supervisor_max_backoff: float = Field(30.0, gt=0, description="Crashed task restart cap, s.")
+    stats_interval: float = Field(5.0, gt=0, description="Queue-depth gauge refresh, seconds.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, FileVariableSource(settings_cls))
