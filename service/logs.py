@@ -7,7 +7,7 @@ Hypercorn's loggers to the root logger configured here; its access records becom
 
 import json
 import logging
-import logging.config
+import sys
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -63,18 +63,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str) -> None:
-    logging.config.dictConfig(
-        {
-            "version": 1,
-            "disable_existing_loggers": False,
-            "formatters": {"json": {"()": JsonFormatter}},
-            "handlers": {
-                "stdout": {
-                    "class": "logging.StreamHandler",
-                    "stream": "ext://sys.stdout",
-                    "formatter": "json",
-                }
-            },
-            "root": {"level": level.upper(), "handlers": ["stdout"]},
-        }
-    )
+    """Adds one JSON handler on stdout to the root logger; other handlers are left alone."""
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    if not any(isinstance(handler.formatter, JsonFormatter) for handler in root.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonFormatter())
+        root.addHandler(handler)

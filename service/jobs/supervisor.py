@@ -16,15 +16,15 @@ HEALTHY_AFTER_SECONDS = 60.0  # a run this long resets the backoff
 
 async def supervise(name: str, run: Callable[[], Awaitable[None]], max_backoff: float) -> None:
     loop = asyncio.get_running_loop()
-    backoff = FIRST_BACKOFF_SECONDS
+    backoff = min(FIRST_BACKOFF_SECONDS, max_backoff)
     while True:
         started = loop.time()
         try:
             await run()
             log.error("background task returned unexpectedly", extra={"task": name})
         except Exception:
+            if loop.time() - started > HEALTHY_AFTER_SECONDS:
+                backoff = min(FIRST_BACKOFF_SECONDS, max_backoff)
             log.exception("background task crashed", extra={"task": name, "restart_in": backoff})
-        if loop.time() - started > HEALTHY_AFTER_SECONDS:
-            backoff = FIRST_BACKOFF_SECONDS
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, max_backoff)

@@ -1,0 +1,78 @@
+"""In-process tests: the app with its lifespan, on httpx's ASGI transport, against a real
+Postgres (the stack's postgres:17 image) started once per session by testcontainers.
+
+Each test gets a database of its own, so tests never see each other's rows.
+"""
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from testcontainers.community.postgres import PostgresContainer
+
+from service.db.migrate import apply_migrations
+from service.db.pool import Pool, open_pool
+from service.main import create_app
+from service.settings import Settings
+
+POSTGRES_IMAGE = "postgres:17"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresContainer]:
+    with PostgresContainer(POSTGRES_IMAGE, driver=None) as container:
+        yield container
+
+
+@pytest.fixture
+async def database_url(postgres: PostgresContainer) -> AsyncIterator[str]:
+    admin_url = postgres.get_connection_url()
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    """Test settings: short intervals so that tests wait milliseconds, not seconds."""
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "job_poll_interval": 0.1,
+        "job_lease_seconds": 3.0,
+        "db_startup_deadline": 10.0,
+        "stats_interval": 0.5,
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(manager.app), base_url="http://testserver"
+        ) as http,
+    ):
+        yield http
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[Pool]:
+    """A migrated database and a pool on it, with no app (and so no app workers) running."""
+    async with open_pool(settings) as test_pool:
+        await apply_migrations(test_pool)
+        yield test_pool

@@ -1,0 +1,100 @@
+"""Start-up and shutdown: migrations under a lock, job release at shutdown, supervision."""
+
+import asyncio
+import logging
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from service.db.migrate import apply_migrations
+from service.db.pool import open_pool
+from service.jobs.supervisor import supervise
+from service.main import create_app
+from service.settings import Settings
+from tests.unit.conftest import make_settings
+
+
+async def test_replicas_starting_together_apply_migrations_once(database_url: str) -> None:
+    settings = make_settings(database_url)
+    async with open_pool(settings) as first, open_pool(settings) as second:
+        applied = await asyncio.gather(apply_migrations(first), apply_migrations(second))
+        rows = await first.fetch("SELECT name FROM schema_migrations ORDER BY name")
+    assert sorted(applied, key=len) == [[], ["0001_items.sql", "0002_jobs.sql"]]
+    assert [row["name"] for row in rows] == ["0001_items.sql", "0002_jobs.sql"]
+
+
+async def test_two_apps_start_together_on_a_fresh_database(database_url: str) -> None:
+    apps = [create_app(make_settings(database_url)) for _ in range(2)]
+    async with LifespanManager(apps[0]), LifespanManager(apps[1]):
+        pass
+    connection = await asyncpg.connect(database_url)
+    try:
+        assert await connection.fetchval("SELECT count(*) FROM schema_migrations") == 2
+    finally:
+        await connection.close()
+
+
+async def test_shutdown_releases_running_jobs_and_closes_the_pool(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(manager.app), base_url="http://t")
+        async with http:
+            job = await http.post("/jobs", json={"kind": "sleep", "payload": {"seconds": 60}})
+            job_id = job.json()["id"]
+            async with asyncio.timeout(10):
+                while (await http.get(f"/jobs/{job_id}")).json()["state"] != "running":
+                    await asyncio.sleep(0.05)
+    connection = await asyncpg.connect(settings.database_url)
+    try:
+        state = await connection.fetchval("SELECT state FROM jobs WHERE id = $1::uuid", job_id)
+    finally:
+        await connection.close()
+    assert state == "queued"
+    messages = [record.message for record in caplog.records]
+    for expected in (
+        "shutdown: cancelling background tasks",
+        "job released on cancellation",
+        "shutdown: background tasks stopped",
+        "database pool closed",
+        "shutdown complete",
+    ):
+        assert expected in messages
+
+
+async def test_startup_gives_up_when_the_database_never_comes() -> None:
+    settings = Settings(
+        database_url="postgresql://app@127.0.0.1:9/app",  # discard port: always refused
+        db_startup_deadline=1.0,
+    )
+    app = create_app(settings)
+    with pytest.raises(ConnectionRefusedError):
+        async with asyncio.timeout(10), LifespanManager(app):
+            pass
+
+
+async def test_supervisor_restarts_a_crashed_task(caplog: pytest.LogCaptureFixture) -> None:
+    runs = 0
+    restarted = asyncio.Event()
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        if runs < 3:
+            raise RuntimeError("boom")
+        restarted.set()
+        await asyncio.sleep(3600)
+
+    task = asyncio.create_task(supervise("flaky", flaky, max_backoff=0.1))
+    await asyncio.wait_for(restarted.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert runs == 3
+    crashes = [r for r in caplog.records if r.message == "background task crashed"]
+    assert len(crashes) == 2
+    assert crashes[0].exc_info is not None

@@ -1,0 +1,82 @@
+"""The database goes away and comes back: 503 with Retry-After, then recovery, no restart.
+
+This test owns its Postgres container (stopping the shared one would break other tests) and
+binds it to a fixed host port so that the restarted server is at the same address.
+"""
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from testcontainers.community.postgres import PostgresContainer
+
+from service.main import create_app
+from tests.unit.conftest import POSTGRES_IMAGE, make_settings
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresContainer]:
+    container = PostgresContainer(POSTGRES_IMAGE, driver=None).with_bind_ports(5432, free_port())
+    with container:
+        yield container
+
+
+@pytest.fixture
+async def outage_client(own_postgres: PostgresContainer) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(
+        own_postgres.get_connection_url(), db_acquire_timeout=2.0, db_connect_timeout=2.0
+    )
+    app = create_app(settings)
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(transport=httpx.ASGITransport(manager.app), base_url="http://t") as c,
+    ):
+        yield c
+
+
+async def until_status(client: httpx.AsyncClient, path: str, status: int) -> httpx.Response:
+    async with asyncio.timeout(60):
+        while True:
+            response = await client.get(path)
+            if response.status_code == status:
+                return response
+            await asyncio.sleep(0.2)
+
+
+async def test_database_outage_is_503_and_recovers_without_restart(
+    own_postgres: PostgresContainer, outage_client: httpx.AsyncClient
+) -> None:
+    created = await outage_client.post("/items", json={"name": "before", "price_cents": 1})
+    assert created.status_code == 201
+    item_url = created.headers["location"]
+
+    await asyncio.to_thread(own_postgres.get_wrapped_container().stop, timeout=10)
+
+    not_ready = await until_status(outage_client, "/readyz", 503)
+    assert not_ready.headers["content-type"] == "application/problem+json"
+    for _ in range(3):  # the first calls meet broken pooled connections, later ones refusal
+        down = await outage_client.get(item_url)
+        assert down.status_code == 503
+        assert down.headers["retry-after"] == "5"
+        assert down.json()["detail"] == "database unreachable"
+        assert "Traceback" not in down.text
+    write = await outage_client.post("/items", json={"name": "during", "price_cents": 1})
+    assert write.status_code == 503
+    assert (await outage_client.get("/healthz")).status_code == 200, "liveness must not fail"
+
+    await asyncio.to_thread(own_postgres.get_wrapped_container().start)
+
+    await until_status(outage_client, "/readyz", 200)
+    assert (await outage_client.get(item_url)).json()["name"] == "before"
+    after = await outage_client.post("/items", json={"name": "after", "price_cents": 1})
+    assert after.status_code == 201

@@ -1,0 +1,120 @@
+"""The worker against a real queue: cancellation, lease expiry, lost leases, retries."""
+
+import asyncio
+import logging
+from uuid import UUID
+
+import pytest
+
+from service.db import jobs as queries
+from service.db.pool import Pool
+from service.jobs.events import JobEvents
+from service.jobs.handlers import DEFAULT_HANDLERS
+from service.jobs.worker import Worker
+from service.metrics import Metrics
+from service.settings import Settings
+
+
+def make_worker(pool: Pool, settings: Settings, name: str = "test-worker") -> Worker:
+    return Worker(name, pool, JobEvents(), DEFAULT_HANDLERS, settings, Metrics())
+
+
+async def job_row(pool: Pool, job_id: UUID) -> dict[str, object]:
+    row = await pool.fetchrow(
+        "SELECT state, attempts, lease_owner, result FROM jobs WHERE id = $1", job_id
+    )
+    assert row is not None
+    return dict(row)
+
+
+async def wait_for_state(pool: Pool, job_id: UUID, state: str, within: float = 10) -> None:
+    async with asyncio.timeout(within):
+        while (await job_row(pool, job_id))["state"] != state:
+            await asyncio.sleep(0.05)
+
+
+async def test_cancelled_worker_puts_its_job_back_and_reraises(
+    pool: Pool, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = await queries.insert(pool, "sleep", {"seconds": 60}, 3)
+    worker = make_worker(pool, settings.model_copy(update={"job_workers": 0}))
+    task = asyncio.create_task(worker.run())
+    await wait_for_state(pool, job.id, "running")
+
+    caplog.set_level(logging.INFO, logger="service.jobs.worker")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    row = await job_row(pool, job.id)
+    assert row == {"state": "queued", "attempts": 0, "lease_owner": None, "result": None}
+    assert any(r.message == "job released on cancellation" for r in caplog.records)
+
+
+async def test_job_of_a_dead_worker_is_claimed_again_when_its_lease_expires(
+    pool: Pool, settings: Settings
+) -> None:
+    job = await queries.insert(pool, "sleep", {"seconds": 0}, 3)
+    # A worker that claims the job and dies: nothing renews or releases its lease.
+    claimed = await queries.claim(pool, "dead-worker", lease_seconds=0.5)
+    assert claimed is not None
+    assert claimed.id == job.id
+    assert await queries.claim(pool, "other", lease_seconds=30) is None, "leased job was taken"
+
+    worker = make_worker(pool, settings)
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_for_state(pool, job.id, "done")
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    row = await job_row(pool, job.id)
+    assert row["attempts"] == 2
+    assert row["result"] == {"slept": 0}
+
+
+async def test_worker_that_lost_its_lease_writes_nothing(pool: Pool, settings: Settings) -> None:
+    job = await queries.insert(pool, "sleep", {"seconds": 0.5}, 3)
+    worker = make_worker(pool, settings.model_copy(update={"job_lease_seconds": 0.3}))
+    task = asyncio.create_task(worker.run())
+    await wait_for_state(pool, job.id, "running")
+    # Someone else takes the job over (as if our lease had expired while we were stalled).
+    await pool.execute(
+        "UPDATE jobs SET lease_owner = 'usurper', lease_expires_at = now() + interval '1 hour'"
+        " WHERE id = $1",
+        job.id,
+    )
+    await asyncio.sleep(1.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    row = await job_row(pool, job.id)
+    assert row["state"] == "running"
+    assert row["lease_owner"] == "usurper"
+
+
+async def test_long_job_keeps_its_lease(pool: Pool, settings: Settings) -> None:
+    job = await queries.insert(pool, "sleep", {"seconds": 1.2}, 3)
+    worker = make_worker(pool, settings.model_copy(update={"job_lease_seconds": 0.4}))
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_for_state(pool, job.id, "done")
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert (await job_row(pool, job.id))["attempts"] == 1, "the lease expired mid-job"
+
+
+async def test_failed_attempt_is_retried_later(pool: Pool, settings: Settings) -> None:
+    job = await queries.insert(pool, "sleep", {"seconds": 0, "fail": True}, 3)
+    worker = make_worker(pool, settings)
+    claimed = await queries.claim(pool, worker.name, 5)
+    assert claimed is not None
+    await worker.process(claimed)
+    row = await pool.fetchrow(
+        "SELECT state, attempts, run_after > now() AS backing_off FROM jobs WHERE id = $1", job.id
+    )
+    assert row is not None
+    assert dict(row) == {"state": "queued", "attempts": 1, "backing_off": True}
