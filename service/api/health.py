@@ -20,6 +20,7 @@ FORWARDING_HEADERS = (
     "x-real-ip",
     "via",
     "x-request-id",
+    "x-client-protocol",
 )
 
 

@@ -1,0 +1,167 @@
+"""The real compose stack under test: started with testcontainers' DockerCompose from the
+repository's own compose.yaml, with test values from an env file (never a second copy)."""
+
+import json
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import httpx
+from docker.models.containers import Container
+from testcontainers.compose import DockerCompose
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_ENV = Path(__file__).with_name("test.env")
+CA_IN_PROXY = "/data/caddy/pki/authorities/local/root.crt"
+
+
+def read_env(path: Path) -> dict[str, str]:
+    lines = (line.strip() for line in path.read_text().splitlines())
+    pairs = (line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+@dataclass
+class Stack:
+    project: str
+    workdir: Path
+    env: dict[str, str] = field(default_factory=lambda: read_env(TEST_ENV))
+    compose: DockerCompose = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.env_file = self.workdir / f"{self.project}.env"
+        self.env_file.write_text(
+            "".join(f"{key}={value}\n" for key, value in self.env.items())
+            + f"COMPOSE_PROJECT_NAME={self.project}\n"
+        )
+        self.compose = DockerCompose(
+            ROOT, compose_file_name="compose.yaml", env_file=str(self.env_file), build=True
+        )
+        self.ca_file = self.workdir / f"{self.project}-root.crt"
+
+    # --- addresses ----------------------------------------------------------------------
+    @property
+    def https_port(self) -> int:
+        return int(self.env["HTTPS_PORT"])
+
+    @property
+    def http_port(self) -> int:
+        return int(self.env["HTTP_PORT"])
+
+    @property
+    def base_url(self) -> str:
+        return f"https://localhost:{self.https_port}"
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        started = time.monotonic()
+        self.compose.start()
+        self._copy_ca()
+        self.wait_until_serving()
+        print(f"stack {self.project} up in {time.monotonic() - started:.1f} s")
+
+    def stop(self) -> None:
+        self.compose.stop(down=True)
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`docker compose ARGS` for this project."""
+        return subprocess.run(
+            [*self.compose.compose_command_property, *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=check,
+        )
+
+    def _copy_ca(self) -> None:
+        deadline = time.monotonic() + 30
+        while self.run("cp", f"proxy:{CA_IN_PROXY}", str(self.ca_file), check=False).returncode:
+            if time.monotonic() > deadline:
+                raise RuntimeError("Caddy's internal root CA never appeared")
+            time.sleep(0.5)
+
+    def wait_until_serving(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self.client() as client:
+                    if client.get("/readyz").status_code == 200:
+                        return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.base_url} did not become ready")
+            time.sleep(0.5)
+
+    # --- clients ------------------------------------------------------------------------
+    def ssl_context(self) -> ssl.SSLContext:
+        """Verifies against Caddy's internal root only (never verify=False)."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def client(self, http2: bool = False, **options: object) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url,
+            verify=self.ssl_context(),
+            http2=http2,
+            timeout=30,
+            **options,  # type: ignore[arg-type]
+        )
+
+    def async_client(self, http2: bool = False, **options: object) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.base_url,
+            verify=self.ssl_context(),
+            http2=http2,
+            timeout=30,
+            **options,  # type: ignore[arg-type]
+        )
+
+    # --- containers ---------------------------------------------------------------------
+    def containers(self, service: str) -> list[Container]:
+        found = docker.from_env().containers.list(
+            all=True,
+            filters={
+                "label": [
+                    f"com.docker.compose.project={self.project}",
+                    f"com.docker.compose.service={service}",
+                ]
+            },
+        )
+        return sorted(found, key=lambda c: c.name)
+
+    def container(self, service: str) -> Container:
+        """The service's first container (app-1 when the app is scaled)."""
+        return self.containers(service)[0]
+
+    def exec(self, service: str, *command: str) -> tuple[int, str]:
+        result = self.container(service).exec_run(list(command), demux=False)
+        return result.exit_code, result.output.decode(errors="replace")
+
+    def psql(self, sql: str) -> str:
+        code, output = self.exec("db", "psql", "-U", "app", "-d", "app", "-tAc", sql)
+        assert code == 0, output
+        return output.strip()
+
+    def logs(self, container: Container) -> list[dict[str, object]]:
+        """The container's JSON log lines (others skipped)."""
+        lines = container.logs(stdout=True, stderr=True).decode(errors="replace").splitlines()
+        parsed = []
+        for line in lines:
+            try:
+                parsed.append(json.loads(line))
+            except ValueError:
+                continue
+        return parsed
+
+    def wait_healthy(self, container: Container, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            container.reload()
+            if container.attrs["State"].get("Health", {}).get("Status") == "healthy":
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{container.name} did not become healthy")
+            time.sleep(0.5)
