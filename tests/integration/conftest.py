@@ -25,3 +25,20 @@ def stack(stack_workdir: Path) -> Iterator[Stack]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def own_stack(stack_workdir: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """A stack for one module whose tests stop, kill and restart containers.
+
+    Its own project name and ports, so the shared stack keeps serving meanwhile.
+    """
+    project = f"service-{request.module.__name__.rsplit('.', 1)[-1].removeprefix('test_')}"
+    destructive = Stack(project, stack_workdir)
+    destructive.env.update(HTTP_PORT="28080", HTTPS_PORT="28443")
+    destructive.__post_init__()
+    destructive.start()
+    try:
+        yield destructive
+    finally:
+        destructive.stop()

@@ -1,0 +1,161 @@
+"""Graceful shutdown with cancellation, as `docker compose stop` and rolling restarts do it:
+SIGTERM to the app containers while requests and jobs are in flight."""
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from docker.models.containers import Container
+
+from tests.integration.stack import Stack
+
+LIFESPAN_SHUTDOWN = (
+    "shutdown: cancelling background tasks",
+    "shutdown: background tasks stopped",
+    "database pool closed",
+    "shutdown complete",
+)
+
+
+@pytest.fixture(scope="module")
+def stack(own_stack: Stack) -> Stack:
+    return own_stack
+
+
+def sigterm_and_wait(stack: Stack, containers: list[Container]) -> list[tuple[int, float]]:
+    """SIGTERM every container at once; each one's exit code and seconds to exit."""
+    grace = float(stack.env["GRACEFUL_TIMEOUT"]) + 15  # + hypercorn.toml shutdown_timeout
+    started = time.monotonic()
+    for container in containers:
+        container.kill(signal="SIGTERM")
+    results = []
+    for container in containers:
+        status = container.wait(timeout=grace + 10)
+        took = time.monotonic() - started
+        print(f"{container.name}: exit {status['StatusCode']} after {took:.1f} s")
+        results.append((status["StatusCode"], took))
+    assert all(took < grace for _, took in results), f"not within the grace period: {results}"
+    return results
+
+
+def start_apps(stack: Stack) -> None:
+    for container in stack.containers("app"):
+        container.start()
+    for container in stack.containers("app"):
+        stack.wait_healthy(container)
+    stack.wait_until_serving()
+
+
+def messages(stack: Stack, container: Container) -> list[str]:
+    return [str(line.get("message")) for line in stack.logs(container)]
+
+
+def job_state(stack: Stack, job_id: str) -> tuple[str, int]:
+    state, attempts = stack.psql(f"SELECT state, attempts FROM jobs WHERE id = '{job_id}'").split(
+        "|"
+    )
+    return state, int(attempts)
+
+
+def test_in_flight_long_poll_completes_and_the_app_exits_cleanly(stack: Stack) -> None:
+    with stack.client() as client:
+        job = client.post("/jobs", json={"kind": "sleep", "payload": {"seconds": 4}}).json()
+    outcome: dict[str, httpx.Response] = {}
+
+    def long_poll() -> None:
+        with stack.client() as client:
+            outcome["response"] = client.get(f"/jobs/{job['id']}", params={"wait": 30})
+
+    poller = threading.Thread(target=long_poll)
+    poller.start()
+    time.sleep(1.0)  # the long-poll is in flight and the job is running
+    apps = stack.containers("app")
+    exits = sigterm_and_wait(stack, apps)
+    poller.join(timeout=30)
+
+    response = outcome["response"]
+    assert response.status_code == 200
+    assert response.json()["state"] == "done", "the in-flight request was cut short"
+    assert response.json()["result"] == {"slept": 4.0}
+    assert [code for code, _ in exits] == [0] * len(apps), "killed, not a clean exit"
+    for container in apps:
+        logged = messages(stack, container)
+        for expected in LIFESPAN_SHUTDOWN:
+            assert expected in logged, (container.name, expected)
+    start_apps(stack)
+
+
+def test_running_job_is_released_by_cancellation_then_completed(stack: Stack) -> None:
+    with stack.client() as client:
+        job = client.post("/jobs", json={"kind": "sleep", "payload": {"seconds": 6}}).json()
+    deadline = time.monotonic() + 20
+    while job_state(stack, job["id"])[0] != "running":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.2)
+
+    apps = stack.containers("app")
+    exits = sigterm_and_wait(stack, apps)
+    assert [code for code, _ in exits] == [0] * len(apps)
+    assert job_state(stack, job["id"]) == ("queued", 0), "not released by the cancellation"
+    released = [m for c in apps for m in messages(stack, c) if m == "job released on cancellation"]
+    assert released, "no worker logged the release"
+
+    start_apps(stack)
+    with stack.client() as client:
+        finished = client.get(f"/jobs/{job['id']}", params={"wait": 30}).json()
+    assert finished["state"] == "done"
+    assert finished["attempts"] == 1
+    assert stack.psql("SELECT count(*) FROM jobs WHERE state = 'running'") == "0"
+
+
+@pytest.fixture
+def steady_clients(stack: Stack) -> Iterator[dict[str, list[str]]]:
+    """Two clients (HTTP/1.1 and HTTP/2) sending requests back to back until the test ends."""
+    with stack.client() as client:
+        item = client.post("/items", json={"name": f"steady-{uuid.uuid4().hex}", "price_cents": 1})
+    path = f"/items/{item.json()['id']}"
+    stop = threading.Event()
+    results: dict[str, list[str]] = {"ok": [], "failed": []}
+
+    def send(http2: bool) -> None:
+        with stack.client(http2=http2) as client:
+            while not stop.is_set():
+                try:
+                    response = client.get(path)
+                    outcome = "ok" if response.status_code == 200 else "failed"
+                    results[outcome].append(f"{response.status_code} {response.text[:80]}")
+                except httpx.HTTPError as error:
+                    results["failed"].append(repr(error))
+                time.sleep(0.02)
+
+    threads = [threading.Thread(target=send, args=(h2,)) for h2 in (False, True)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield results
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+
+
+def test_rolling_restart_of_two_replicas_costs_no_request(
+    stack: Stack, steady_clients: dict[str, list[str]]
+) -> None:
+    apps = stack.containers("app")
+    assert len(apps) == 2
+    time.sleep(1)
+    for container in apps:
+        started = time.monotonic()
+        container.restart(timeout=60)
+        stack.wait_healthy(container)
+        print(f"{container.name} restarted in {time.monotonic() - started:.1f} s")
+        time.sleep(2)  # Caddy's DNS refresh picks the replica up again
+    print(
+        f"rolling restart: {len(steady_clients['ok'])} ok, {len(steady_clients['failed'])} failed"
+    )
+    assert steady_clients["failed"] == []
+    assert len(steady_clients["ok"]) > 100
