@@ -59,7 +59,7 @@ class Stack:
     def start(self) -> None:
         started = time.monotonic()
         self.compose.start()
-        self._copy_ca()
+        self.copy_ca()
         self.wait_until_serving()
         print(f"stack {self.project} up in {time.monotonic() - started:.1f} s")
 
@@ -76,7 +76,7 @@ class Stack:
             check=check,
         )
 
-    def _copy_ca(self) -> None:
+    def copy_ca(self) -> None:
         deadline = time.monotonic() + 30
         while self.run("cp", f"proxy:{CA_IN_PROXY}", str(self.ca_file), check=False).returncode:
             if time.monotonic() > deadline:

@@ -4,13 +4,13 @@ SIGTERM to the app containers while requests and jobs are in flight."""
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from docker.models.containers import Container
 
 from tests.integration.stack import Stack
+from tests.integration.traffic import SteadyTraffic
 
 LIFESPAN_SHUTDOWN = (
     "shutdown: cancelling background tasks",
@@ -111,51 +111,19 @@ def test_running_job_is_released_by_cancellation_then_completed(stack: Stack) ->
     assert stack.psql("SELECT count(*) FROM jobs WHERE state = 'running'") == "0"
 
 
-@pytest.fixture
-def steady_clients(stack: Stack) -> Iterator[dict[str, list[str]]]:
-    """Two clients (HTTP/1.1 and HTTP/2) sending requests back to back until the test ends."""
+def test_rolling_restart_of_two_replicas_costs_no_request(stack: Stack) -> None:
     with stack.client() as client:
         item = client.post("/items", json={"name": f"steady-{uuid.uuid4().hex}", "price_cents": 1})
-    path = f"/items/{item.json()['id']}"
-    stop = threading.Event()
-    results: dict[str, list[str]] = {"ok": [], "failed": []}
-
-    def send(http2: bool) -> None:
-        with stack.client(http2=http2) as client:
-            while not stop.is_set():
-                try:
-                    response = client.get(path)
-                    outcome = "ok" if response.status_code == 200 else "failed"
-                    results[outcome].append(f"{response.status_code} {response.text[:80]}")
-                except httpx.HTTPError as error:
-                    results["failed"].append(repr(error))
-                time.sleep(0.02)
-
-    threads = [threading.Thread(target=send, args=(h2,)) for h2 in (False, True)]
-    for thread in threads:
-        thread.start()
-    try:
-        yield results
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
-
-
-def test_rolling_restart_of_two_replicas_costs_no_request(
-    stack: Stack, steady_clients: dict[str, list[str]]
-) -> None:
     apps = stack.containers("app")
     assert len(apps) == 2
-    time.sleep(1)
-    for container in apps:
-        started = time.monotonic()
-        container.restart(timeout=60)
-        stack.wait_healthy(container)
-        print(f"{container.name} restarted in {time.monotonic() - started:.1f} s")
-        time.sleep(2)  # Caddy's DNS refresh picks the replica up again
-    print(
-        f"rolling restart: {len(steady_clients['ok'])} ok, {len(steady_clients['failed'])} failed"
-    )
-    assert steady_clients["failed"] == []
-    assert len(steady_clients["ok"]) > 100
+    with SteadyTraffic(stack, f"/items/{item.json()['id']}") as traffic:
+        time.sleep(1)
+        for container in apps:
+            started = time.monotonic()
+            container.restart(timeout=60)
+            stack.wait_healthy(container)
+            print(f"{container.name} restarted in {time.monotonic() - started:.1f} s")
+            time.sleep(2)  # Caddy's DNS refresh picks the replica up again
+    print(f"rolling restart: {traffic.summary()}")
+    assert traffic.failures == []
+    assert len(traffic.outcomes) > 100

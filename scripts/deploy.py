@@ -1,0 +1,352 @@
+#!/usr/bin/env python3
+"""Ship a commit to a Docker host and roll it out without dropping a request.
+
+    scripts/deploy ENV [--commit REV]      build (once), transfer, roll out
+    scripts/deploy ENV --status            what serves, and how the last deploy went
+    scripts/deploy ENV --rollback          roll back to the previous image
+
+ENV names deploy/ENV.env (or is a path to an env file): compose variables plus DOCKER_HOST or
+DOCKER_CONTEXT for the target (the local engine when neither is set). No registry is needed:
+the image, tagged with the commit, is built here from `git archive` and sent with
+`docker save | docker load` when the target lacks it.
+
+The rollout starts the new replicas beside the old ones, waits until they are healthy and in
+Caddy's upstream set, then stops the old ones (SIGTERM: their listeners close at once, so
+Caddy retries elsewhere, while in-flight requests finish and running jobs are put back). If
+the new replicas are not healthy within DEPLOY_HEALTH_TIMEOUT, they are removed, the old
+ones keep serving, and the deploy exits non-zero. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILES = ("compose.yaml", "compose.staging.yaml")
+APP = "app"
+CADDY_DNS_REFRESH_SECONDS = 1.0  # caddy/Caddyfile: dynamic a ... refresh 1s
+DEFAULTS = {
+    "APP_IMAGE_REPOSITORY": "service",
+    "DEPLOY_HEALTH_TIMEOUT": "120",
+    "APP_REPLICAS": "2",
+    "GRACEFUL_TIMEOUT": "65",
+}
+
+
+class DeployError(Exception):
+    pass
+
+
+def say(message: str) -> None:
+    print(f"[deploy] {message}", flush=True)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise DeployError(f"{path}:{number}: expected NAME=value")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+@dataclass
+class Target:
+    """One environment: its settings and the Docker engine it lives on."""
+
+    name: str
+    env_file: Path
+    settings: dict[str, str]
+
+    @classmethod
+    def load(cls, environment: str) -> Target:
+        path = Path(environment)
+        if not path.is_file():
+            path = ROOT / "deploy" / f"{environment}.env"
+        if not path.is_file():
+            raise DeployError(f"no env file for {environment!r} (looked for {path})")
+        settings = {**DEFAULTS, **read_env_file(path)}
+        settings.setdefault("COMPOSE_PROJECT_NAME", f"service-{path.stem}")
+        return cls(path.stem, path.resolve(), settings)
+
+    @property
+    def project(self) -> str:
+        return self.settings["COMPOSE_PROJECT_NAME"]
+
+    @property
+    def repository(self) -> str:
+        return self.settings["APP_IMAGE_REPOSITORY"]
+
+    def docker_env(self, **extra: str) -> dict[str, str]:
+        env = {**os.environ, **extra}
+        for key in ("DOCKER_HOST", "DOCKER_CONTEXT"):
+            if self.settings.get(key):
+                env[key] = self.settings[key]
+        return env
+
+    def docker(self, *args: str, check: bool = True) -> str:
+        result = subprocess.run(
+            ["docker", *args], env=self.docker_env(), capture_output=True, text=True
+        )
+        if check and result.returncode != 0:
+            raise DeployError(f"docker {' '.join(args[:3])}: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def succeeds(self, *args: str) -> bool:
+        command = ["docker", *args]
+        return subprocess.run(command, env=self.docker_env(), capture_output=True).returncode == 0
+
+    def compose(self, *args: str, image: str) -> None:
+        files = [arg for name in COMPOSE_FILES for arg in ("-f", str(ROOT / name))]
+        command = [
+            "docker", "compose", "--project-name", self.project,
+            "--env-file", str(self.env_file), *files, *args,
+        ]  # fmt: skip
+        environment = self.docker_env(APP_IMAGE=image)
+        result = subprocess.run(command, env=environment, cwd=ROOT, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise DeployError(f"docker compose {' '.join(args)}: {result.stderr.strip()}")
+
+    # --- what runs --------------------------------------------------------------------------
+    def app_containers(self) -> list[str]:
+        ids = self.docker(
+            "ps", "--quiet",
+            "--filter", f"label=com.docker.compose.project={self.project}",
+            "--filter", f"label=com.docker.compose.service={APP}",
+        )  # fmt: skip
+        return ids.split()
+
+    def inspect(self, *ids: str) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        inspected: list[dict[str, Any]] = json.loads(self.docker("inspect", *ids))
+        return inspected
+
+    def health(self, container_id: str) -> str:
+        return self.docker(
+            "inspect", "--format", "{{if .State.Health}}{{.State.Health.Status}}{{end}}",
+            container_id,
+        )  # fmt: skip
+
+    def has_image(self, image: str) -> bool:
+        return self.succeeds("image", "inspect", image)
+
+    def commit_of(self, image: str) -> str:
+        """The commit an image was built from (its APP_VERSION)."""
+        env = self.docker("image", "inspect", "--format", "{{json .Config.Env}}", image)
+        for variable in json.loads(env):
+            name, _, value = str(variable).partition("=")
+            if name == "APP_VERSION":
+                return value
+        raise DeployError(f"{image} has no APP_VERSION: not built by scripts/deploy")
+
+    def engine_id(self) -> str:
+        return self.docker("info", "--format", "{{.ID}}")
+
+
+def local_engine(target: Target) -> Target:
+    """The engine this machine's docker CLI reaches without the target's host or context."""
+    settings = {
+        k: v for k, v in target.settings.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT")
+    }
+    return Target("local", target.env_file, settings)
+
+
+# --- the deploy record, kept on the target as labels of a container that never runs ----------
+def record(target: Target, image: str, **labels: str) -> None:
+    name = f"{target.project}-deploy-record"
+    target.docker("rm", "--force", name, check=False)
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    label_args = [
+        f"--label=deploy.{key}={value}" for key, value in {**labels, "time": stamp}.items()
+    ]
+    target.docker("create", "--name", name, *label_args, image, "true")
+
+
+def read_record(target: Target) -> dict[str, str]:
+    name = f"{target.project}-deploy-record"
+    raw = target.docker("inspect", "--format", "{{json .Config.Labels}}", name, check=False)
+    labels: dict[str, str] = json.loads(raw) if raw else {}
+    return {k.removeprefix("deploy."): v for k, v in labels.items() if k.startswith("deploy.")}
+
+
+# --- build and ship ---------------------------------------------------------------------------
+def resolve_commit(revision: str) -> str:
+    result = subprocess.run(
+        ["git", "rev-parse", "--short=12", f"{revision}^{{commit}}"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise DeployError(f"unknown revision {revision!r}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def build(local: Target, commit: str, image: str) -> None:
+    """Builds exactly the commit (git archive), never the working tree's edits."""
+    say(f"building {image} from commit {commit}")
+    archive = subprocess.Popen(
+        ["git", "archive", "--format=tar", commit], cwd=ROOT, stdout=subprocess.PIPE
+    )
+    result = subprocess.run(
+        ["docker", "build", "--quiet", "--tag", image, "--build-arg", f"VERSION={commit}", "-"],
+        stdin=archive.stdout, env=local.docker_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    if archive.wait() != 0 or result.returncode != 0:
+        raise DeployError(f"build of {commit} failed:\n{result.stderr.strip()[-2000:]}")
+
+
+def ensure_image(target: Target, commit: str) -> str:
+    image = f"{target.repository}:{commit}"
+    if target.has_image(image):
+        say(f"{image} is already on the target")
+        return image
+    local = local_engine(target)
+    if not local.has_image(image):
+        build(local, commit, image)
+    if local.engine_id() != target.engine_id():
+        say(f"sending {image} to the target (docker save | docker load)")
+        save = subprocess.Popen(
+            ["docker", "save", image], env=local.docker_env(), stdout=subprocess.PIPE
+        )
+        loaded = subprocess.run(
+            ["docker", "load", "--quiet"], stdin=save.stdout, env=target.docker_env(),
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if save.wait() != 0 or loaded.returncode != 0:
+            raise DeployError(f"transfer failed: {loaded.stderr.strip()}")
+    return image
+
+
+# --- roll out ---------------------------------------------------------------------------------
+def wait_healthy(target: Target, containers: list[str], timeout: float) -> str | None:
+    """None when all are healthy, else why not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {c: target.health(c) for c in containers}
+        if all(state == "healthy" for state in states.values()):
+            return None
+        if time.monotonic() > deadline:
+            summary = ", ".join(f"{c[:12]} {s or 'no health status'}" for c, s in states.items())
+            return f"not healthy within {timeout:.0f} s ({summary})"
+        time.sleep(1)
+
+
+def stop(target: Target, containers: list[str]) -> None:
+    if containers:
+        grace = str(int(target.settings["GRACEFUL_TIMEOUT"]) + 20)
+        target.docker("stop", "--time", grace, *containers)
+        target.docker("rm", *containers)
+
+
+def roll_out(target: Target, image: str) -> None:
+    replicas = int(target.settings["APP_REPLICAS"])
+    old = target.app_containers()
+    # The database and the edge first (no-op when they run); then the app.
+    target.compose(
+        "up", "--detach", "--no-build", "--no-recreate", "--wait", "secrets", "db", image=image
+    )
+    if not old:
+        say(f"first deploy: starting {replicas} replicas of {image}")
+        target.compose("up", "--detach", "--no-build", "--wait", image=image)
+        return
+
+    say(f"starting {replicas} replicas of {image} beside the {len(old)} running")
+    target.compose(
+        "up", "--detach", "--no-build", "--no-deps", "--no-recreate",
+        "--scale", f"{APP}={len(old) + replicas}", APP, image=image,
+    )  # fmt: skip
+    new = [c for c in target.app_containers() if c not in old]
+    problem = wait_healthy(target, new, float(target.settings["DEPLOY_HEALTH_TIMEOUT"]))
+    if problem:
+        say(f"rolling back: {image} {problem}; the running version keeps serving")
+        stop(target, new)
+        raise DeployError(f"{image} {problem}")
+    time.sleep(2 * CADDY_DNS_REFRESH_SECONDS)  # Caddy's upstream set now includes them
+    say(f"new replicas healthy; draining and stopping the {len(old)} old ones")
+    stop(target, old)
+    target.compose(
+        "up", "--detach", "--no-build", "--no-recreate", "--no-deps", "--wait", "proxy", image=image
+    )  # fmt: skip
+
+
+def current_image(target: Target) -> str | None:
+    containers = target.inspect(*target.app_containers())
+    images = {str(c["Config"]["Image"]) for c in containers}
+    return images.pop() if len(images) == 1 else None
+
+
+def deploy(target: Target, image: str, commit: str) -> None:
+    previous = current_image(target)
+    try:
+        roll_out(target, image)
+    except DeployError as error:
+        record(target, image, result="failed", commit=commit, reason=str(error)[:500],
+               serving=previous or "nothing")  # fmt: skip
+        raise
+    if previous and previous != image:
+        target.docker("tag", previous, f"{target.repository}:previous")
+    target.docker("tag", image, f"{target.repository}:current")
+    record(target, image, result="succeeded", commit=commit, serving=image)
+    say(f"{image} serves {target.name}")
+
+
+def status(target: Target) -> int:
+    containers = target.inspect(*target.app_containers())
+    say(f"{target.name}: project {target.project}")
+    for container in containers:
+        health = container["State"].get("Health", {}).get("Status", "-")
+        print(f"  {container['Name'].lstrip('/')}: {container['Config']['Image']} {health}")
+    last = read_record(target)
+    if last:
+        print(f"  last deploy: {last.get('result')} {last.get('commit')} at {last.get('time')}")
+        if last.get("result") == "failed":
+            print(f"  reason: {last.get('reason')}")
+            print(f"  serving: {last.get('serving')}")
+    healthy = [c for c in containers if c["State"].get("Health", {}).get("Status") == "healthy"]
+    return 0 if healthy else 1
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/deploy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("environment", help="deploy/ENV.env, or a path to an env file")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument(
+        "--status", action="store_true", help="show what serves and the last deploy"
+    )
+    action.add_argument("--rollback", action="store_true", help="roll back to the previous image")
+    parser.add_argument("--commit", default="HEAD", help="the revision to deploy (default HEAD)")
+    args = parser.parse_args(argv)
+    try:
+        target = Target.load(args.environment)
+        if args.status:
+            return status(target)
+        if args.rollback:
+            previous = f"{target.repository}:previous"
+            if not target.has_image(previous):
+                raise DeployError(f"no previous image ({previous}) on the target")
+            commit = target.commit_of(previous)
+            deploy(target, f"{target.repository}:{commit}", commit)
+            return 0
+        commit = resolve_commit(args.commit)
+        deploy(target, ensure_image(target, commit), commit)
+        return 0
+    except DeployError as error:
+        print(f"[deploy] failed: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
