@@ -7,8 +7,9 @@
 
 ENV names deploy/ENV.env (or is a path to an env file): compose variables plus DOCKER_HOST or
 DOCKER_CONTEXT for the target (the local engine when neither is set). No registry is needed:
-the image, tagged with the commit, is built here from `git archive` and sent with
-`docker save | docker load` when the target lacks it.
+the images are built here from `git archive` (the app tagged with the commit, the edge with
+the hash of caddy/, so Caddy restarts only when its configuration changed) and sent with
+`docker save | docker load` when the target lacks them.
 
 The rollout starts the new replicas beside the old ones, waits until they are healthy and in
 Caddy's upstream set, then stops the old ones (SIGTERM: their listeners close at once, so
@@ -109,13 +110,13 @@ class Target:
         command = ["docker", *args]
         return subprocess.run(command, env=self.docker_env(), capture_output=True).returncode == 0
 
-    def compose(self, *args: str, image: str) -> None:
+    def compose(self, *args: str, images: Images) -> None:
         files = [arg for name in COMPOSE_FILES for arg in ("-f", str(ROOT / name))]
         command = [
             "docker", "compose", "--project-name", self.project,
             "--env-file", str(self.env_file), *files, *args,
         ]  # fmt: skip
-        environment = self.docker_env(APP_IMAGE=image)
+        environment = self.docker_env(APP_IMAGE=images.app, PROXY_IMAGE=images.proxy)
         result = subprocess.run(command, env=environment, cwd=ROOT, capture_output=True, text=True)
         if result.returncode != 0:
             raise DeployError(f"docker compose {' '.join(args)}: {result.stderr.strip()}")
@@ -184,38 +185,64 @@ def read_record(target: Target) -> dict[str, str]:
 
 
 # --- build and ship ---------------------------------------------------------------------------
-def resolve_commit(revision: str) -> str:
+def git_hash(revision: str) -> str:
     result = subprocess.run(
-        ["git", "rev-parse", "--short=12", f"{revision}^{{commit}}"],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
+        ["git", "rev-parse", "--short=12", revision], cwd=ROOT, capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise DeployError(f"unknown revision {revision!r}: {result.stderr.strip()}")
     return result.stdout.strip()
 
 
-def build(local: Target, commit: str, image: str) -> None:
-    """Builds exactly the commit (git archive), never the working tree's edits."""
-    say(f"building {image} from commit {commit}")
+@dataclass(frozen=True)
+class Images:
+    """What one commit deploys: the app, and the edge with its Caddyfile."""
+
+    commit: str
+    app: str
+    proxy: str
+
+    @classmethod
+    def of(cls, target: Target, commit: str) -> Images:
+        caddy_tree = git_hash(f"{commit}:caddy")
+        return cls(
+            commit, f"{target.repository}:{commit}", f"{target.repository}-proxy:{caddy_tree}"
+        )
+
+    def builds(self) -> list[tuple[str, str, list[str]]]:
+        """(image, tree-ish to build from, build arguments) for each image."""
+        return [
+            (self.app, self.commit, ["--build-arg", f"VERSION={self.commit}"]),
+            (self.proxy, f"{self.commit}:caddy", []),
+        ]
+
+
+def build(local: Target, image: str, tree: str, arguments: list[str]) -> None:
+    """Builds exactly what the commit holds (git archive), never the working tree's edits."""
+    say(f"building {image} from {tree}")
     archive = subprocess.Popen(
-        ["git", "archive", "--format=tar", commit], cwd=ROOT, stdout=subprocess.PIPE
+        ["git", "archive", "--format=tar", tree], cwd=ROOT, stdout=subprocess.PIPE
     )
     result = subprocess.run(
-        ["docker", "build", "--quiet", "--tag", image, "--build-arg", f"VERSION={commit}", "-"],
+        ["docker", "build", "--quiet", "--tag", image, *arguments, "-"],
         stdin=archive.stdout, env=local.docker_env(), capture_output=True, text=True,
     )  # fmt: skip
     if archive.wait() != 0 or result.returncode != 0:
-        raise DeployError(f"build of {commit} failed:\n{result.stderr.strip()[-2000:]}")
+        raise DeployError(f"build of {image} failed:\n{result.stderr.strip()[-2000:]}")
 
 
-def ensure_image(target: Target, commit: str) -> str:
-    image = f"{target.repository}:{commit}"
+def ensure_images(target: Target, images: Images) -> None:
+    for image, tree, arguments in images.builds():
+        ensure_image(target, image, tree, arguments)
+
+
+def ensure_image(target: Target, image: str, tree: str, arguments: list[str]) -> None:
     if target.has_image(image):
         say(f"{image} is already on the target")
-        return image
+        return
     local = local_engine(target)
     if not local.has_image(image):
-        build(local, commit, image)
+        build(local, image, tree, arguments)
     if local.engine_id() != target.engine_id():
         say(f"sending {image} to the target (docker save | docker load)")
         save = subprocess.Popen(
@@ -227,7 +254,6 @@ def ensure_image(target: Target, commit: str) -> str:
         )  # fmt: skip
         if save.wait() != 0 or loaded.returncode != 0:
             raise DeployError(f"transfer failed: {loaded.stderr.strip()}")
-    return image
 
 
 # --- roll out ---------------------------------------------------------------------------------
@@ -251,35 +277,34 @@ def stop(target: Target, containers: list[str]) -> None:
         target.docker("rm", *containers)
 
 
-def roll_out(target: Target, image: str) -> None:
+def roll_out(target: Target, images: Images) -> None:
     replicas = int(target.settings["APP_REPLICAS"])
     old = target.app_containers()
-    # The database and the edge first (no-op when they run); then the app.
+    # The database first (a no-op when it runs), then the app, then the edge.
     target.compose(
-        "up", "--detach", "--no-build", "--no-recreate", "--wait", "secrets", "db", image=image
+        "up", "--detach", "--no-build", "--no-recreate", "--wait", "secrets", "db", images=images
     )
     if not old:
-        say(f"first deploy: starting {replicas} replicas of {image}")
-        target.compose("up", "--detach", "--no-build", "--wait", image=image)
+        say(f"first deploy: starting {replicas} replicas of {images.app}")
+        target.compose("up", "--detach", "--no-build", "--wait", images=images)
         return
 
-    say(f"starting {replicas} replicas of {image} beside the {len(old)} running")
+    say(f"starting {replicas} replicas of {images.app} beside the {len(old)} running")
     target.compose(
         "up", "--detach", "--no-build", "--no-deps", "--no-recreate",
-        "--scale", f"{APP}={len(old) + replicas}", APP, image=image,
+        "--scale", f"{APP}={len(old) + replicas}", APP, images=images,
     )  # fmt: skip
     new = [c for c in target.app_containers() if c not in old]
     problem = wait_healthy(target, new, float(target.settings["DEPLOY_HEALTH_TIMEOUT"]))
     if problem:
-        say(f"rolling back: {image} {problem}; the running version keeps serving")
+        say(f"rolling back: {images.app} {problem}; the running version keeps serving")
         stop(target, new)
-        raise DeployError(f"{image} {problem}")
+        raise DeployError(f"{images.app} {problem}")
     time.sleep(2 * CADDY_DNS_REFRESH_SECONDS)  # Caddy's upstream set now includes them
     say(f"new replicas healthy; draining and stopping the {len(old)} old ones")
     stop(target, old)
-    target.compose(
-        "up", "--detach", "--no-build", "--no-recreate", "--no-deps", "--wait", "proxy", image=image
-    )  # fmt: skip
+    # Recreated only when its image changed, i.e. when caddy/ did: a restart of about a second.
+    target.compose("up", "--detach", "--no-build", "--no-deps", "--wait", "proxy", images=images)
 
 
 def current_image(target: Target) -> str | None:
@@ -288,19 +313,20 @@ def current_image(target: Target) -> str | None:
     return images.pop() if len(images) == 1 else None
 
 
-def deploy(target: Target, image: str, commit: str) -> None:
+def deploy(target: Target, images: Images) -> None:
+    ensure_images(target, images)
     previous = current_image(target)
     try:
-        roll_out(target, image)
+        roll_out(target, images)
     except DeployError as error:
-        record(target, image, result="failed", commit=commit, reason=str(error)[:500],
-               serving=previous or "nothing")  # fmt: skip
+        record(target, images.app, result="failed", commit=images.commit,
+               reason=str(error)[:500], serving=previous or "nothing")  # fmt: skip
         raise
-    if previous and previous != image:
+    if previous and previous != images.app:
         target.docker("tag", previous, f"{target.repository}:previous")
-    target.docker("tag", image, f"{target.repository}:current")
-    record(target, image, result="succeeded", commit=commit, serving=image)
-    say(f"{image} serves {target.name}")
+    target.docker("tag", images.app, f"{target.repository}:current")
+    record(target, images.app, result="succeeded", commit=images.commit, serving=images.app)
+    say(f"{images.app} serves {target.name}")
 
 
 def status(target: Target) -> int:
@@ -337,11 +363,9 @@ def main(argv: list[str]) -> int:
             previous = f"{target.repository}:previous"
             if not target.has_image(previous):
                 raise DeployError(f"no previous image ({previous}) on the target")
-            commit = target.commit_of(previous)
-            deploy(target, f"{target.repository}:{commit}", commit)
+            deploy(target, Images.of(target, target.commit_of(previous)))
             return 0
-        commit = resolve_commit(args.commit)
-        deploy(target, ensure_image(target, commit), commit)
+        deploy(target, Images.of(target, git_hash(f"{args.commit}^{{commit}}")))
         return 0
     except DeployError as error:
         print(f"[deploy] failed: {error}", file=sys.stderr)

@@ -97,8 +97,9 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
         engine = docker.from_env()
         for container in engine.containers.list(all=True, filters={"name": f"{PROJECT}-deploy"}):
             container.remove(force=True)
-        for image in engine.images.list(name=REPOSITORY):
-            engine.images.remove(image.id, force=True)
+        for repository in (REPOSITORY, f"{REPOSITORY}-proxy"):
+            for image in engine.images.list(name=repository):
+                engine.images.remove(image.id, force=True)
 
 
 def test_first_deploy(release: Release) -> None:
