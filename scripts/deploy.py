@@ -11,11 +11,16 @@ the images are built here from `git archive` (the app tagged with the commit, th
 the hash of caddy/, so Caddy restarts only when its configuration changed) and sent with
 `docker save | docker load` when the target lacks them.
 
-The rollout starts the new replicas beside the old ones, waits until they are healthy and in
-Caddy's upstream set, then stops the old ones (SIGTERM: their listeners close at once, so
-Caddy retries elsewhere, while in-flight requests finish and running jobs are put back). If
-the new replicas are not healthy within DEPLOY_HEALTH_TIMEOUT, they are removed, the old
-ones keep serving, and the deploy exits non-zero. Standard library only.
+With plain compose (the default), the rollout starts the new replicas beside the old ones,
+waits until they are healthy and in Caddy's upstream set, then stops the old ones (SIGTERM:
+their listeners close at once, so Caddy retries elsewhere, while in-flight requests finish
+and running jobs are put back). If the new replicas are not healthy within
+DEPLOY_HEALTH_TIMEOUT, they are removed, the old ones keep serving, and the deploy exits
+non-zero.
+
+With DEPLOY_MODE=swarm, the stack is rendered from compose.yaml + compose.staging.yaml +
+compose.swarm.yaml and handed to `docker stack deploy`; Swarm rolls the update (start-first,
+health-gated) and rolls it back by itself when the new tasks fail. Standard library only.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -33,6 +39,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILES = ("compose.yaml", "compose.staging.yaml")
+SWARM_FILES = (*COMPOSE_FILES, "compose.swarm.yaml")
 APP = "app"
 CADDY_DNS_REFRESH_SECONDS = 1.0  # caddy/Caddyfile: dynamic a ... refresh 1s
 DEFAULTS = {
@@ -40,6 +47,7 @@ DEFAULTS = {
     "DEPLOY_HEALTH_TIMEOUT": "120",
     "APP_REPLICAS": "2",
     "GRACEFUL_TIMEOUT": "65",
+    "DEPLOY_MODE": "compose",
 }
 
 
@@ -91,6 +99,13 @@ class Target:
     def repository(self) -> str:
         return self.settings["APP_IMAGE_REPOSITORY"]
 
+    @property
+    def swarm(self) -> bool:
+        mode = self.settings["DEPLOY_MODE"]
+        if mode not in ("compose", "swarm"):
+            raise DeployError(f"DEPLOY_MODE must be compose or swarm, not {mode!r}")
+        return mode == "swarm"
+
     def docker_env(self, **extra: str) -> dict[str, str]:
         env = {**os.environ, **extra}
         for key in ("DOCKER_HOST", "DOCKER_CONTEXT"):
@@ -110,8 +125,9 @@ class Target:
         command = ["docker", *args]
         return subprocess.run(command, env=self.docker_env(), capture_output=True).returncode == 0
 
-    def compose(self, *args: str, images: Images) -> None:
-        files = [arg for name in COMPOSE_FILES for arg in ("-f", str(ROOT / name))]
+    def compose(self, *args: str, images: Images) -> str:
+        names = SWARM_FILES if self.swarm else COMPOSE_FILES
+        files = [arg for name in names for arg in ("-f", str(ROOT / name))]
         command = [
             "docker", "compose", "--project-name", self.project,
             "--env-file", str(self.env_file), *files, *args,
@@ -120,6 +136,7 @@ class Target:
         result = subprocess.run(command, env=environment, cwd=ROOT, capture_output=True, text=True)
         if result.returncode != 0:
             raise DeployError(f"docker compose {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
 
     # --- what runs --------------------------------------------------------------------------
     def app_containers(self) -> list[str]:
@@ -135,6 +152,11 @@ class Target:
             return []
         inspected: list[dict[str, Any]] = json.loads(self.docker("inspect", *ids))
         return inspected
+
+    def inspect_services(self, *names: str) -> list[dict[str, Any]]:
+        raw = self.docker("service", "inspect", *names, check=False)
+        found: list[dict[str, Any]] = json.loads(raw) if raw else []
+        return found
 
     def health(self, container_id: str) -> str:
         return self.docker(
@@ -307,7 +329,106 @@ def roll_out(target: Target, images: Images) -> None:
     target.compose("up", "--detach", "--no-build", "--no-deps", "--wait", "proxy", images=images)
 
 
+# --- Swarm ------------------------------------------------------------------------------------
+SWARM_SETTLED = {"completed", "rollback_completed", "rollback_paused", "paused"}
+
+
+def render_stack(target: Target, images: Images) -> str:
+    """compose.yaml and its overlays, merged by compose v2, in the form `docker stack deploy`
+    reads: its loader rejects compose's long depends_on (Swarm ignores start-up order), the
+    project name, null fields, octal strings and string ports that compose v2 writes."""
+    stack: dict[str, Any] = json.loads(target.compose("config", "--format", "json", images=images))
+    stack.pop("name", None)
+    for key in [key for key in stack if key.startswith("x-")]:
+        del stack[key]
+    for service in stack["services"].values():
+        for key in ("depends_on", "build", *(k for k, v in service.items() if v is None)):
+            service.pop(key, None)
+        limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
+        if "cpus" in limits:
+            limits["cpus"] = str(limits["cpus"])
+        for secret in service.get("secrets", []):
+            if isinstance(secret.get("mode"), str):
+                secret["mode"] = int(secret["mode"], 8)
+        for port in service.get("ports", []):
+            port["published"] = int(port["published"])
+    return json.dumps(stack)
+
+
+def ensure_swarm_secret(target: Target) -> None:
+    """The database password, created once in Swarm's secret store (never on disk here)."""
+    name = f"{target.project}_db_password"
+    if target.succeeds("secret", "inspect", name):
+        return
+    say(f"creating the secret {name}")
+    password = secrets.token_urlsafe(30)
+    created = subprocess.run(
+        ["docker", "secret", "create", name, "-"], input=password, env=target.docker_env(),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if created.returncode != 0:
+        raise DeployError(f"docker secret create: {created.stderr.strip()}")
+
+
+def swarm_service(target: Target) -> dict[str, Any] | None:
+    found = target.inspect_services(f"{target.project}_{APP}")
+    return found[0] if found else None
+
+
+def swarm_roll_out(target: Target, images: Images) -> None:
+    ensure_swarm_secret(target)
+    stack = render_stack(target, images)
+    say(f"docker stack deploy {target.project} with {images.app}")
+    deployed = subprocess.run(
+        ["docker", "stack", "deploy", "--compose-file", "-", target.project],
+        input=stack, env=target.docker_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    if deployed.returncode != 0:
+        raise DeployError(f"docker stack deploy: {deployed.stderr.strip()}")
+    deadline = time.monotonic() + 2 * float(target.settings["DEPLOY_HEALTH_TIMEOUT"])
+    replicas = int(target.settings["APP_REPLICAS"])
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        service = swarm_service(target)
+        if service is None:
+            continue
+        update = service.get("UpdateStatus") or {}
+        state = update.get("State")
+        if state in SWARM_SETTLED - {"completed"}:
+            raise DeployError(f"Swarm rolled the update back: {update.get('Message', state)}")
+        if state not in (None, "completed"):
+            continue
+        running = target.docker(
+            "service", "ps", "--filter", "desired-state=running",
+            "--format", "{{.CurrentState}} {{.Image}}", f"{target.project}_{APP}",
+        ).splitlines()  # fmt: skip
+        # A task with a healthcheck is "Running" only once it is healthy.
+        ready = [line for line in running if line.startswith("Running") and images.app in line]
+        if len(ready) == replicas == len(running):
+            return
+    raise DeployError(f"{images.app} did not converge on {replicas} healthy tasks in time")
+
+
+def swarm_current_image(target: Target) -> str | None:
+    service = swarm_service(target)
+    if service is None:
+        return None
+    image = str(service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
+    return image.split("@", 1)[0]  # without the digest Swarm may pin
+
+
+def swarm_status(target: Target) -> bool:
+    print(target.docker("stack", "services", target.project))
+    service = swarm_service(target)
+    update = (service or {}).get("UpdateStatus") or {}
+    if update:
+        print(f"  update: {update.get('State')} {update.get('Message', '')}")
+    return service is not None
+
+
 def current_image(target: Target) -> str | None:
+    if target.swarm:
+        return swarm_current_image(target)
     containers = target.inspect(*target.app_containers())
     images = {str(c["Config"]["Image"]) for c in containers}
     return images.pop() if len(images) == 1 else None
@@ -317,7 +438,7 @@ def deploy(target: Target, images: Images) -> None:
     ensure_images(target, images)
     previous = current_image(target)
     try:
-        roll_out(target, images)
+        (swarm_roll_out if target.swarm else roll_out)(target, images)
     except DeployError as error:
         record(target, images.app, result="failed", commit=images.commit,
                reason=str(error)[:500], serving=previous or "nothing")  # fmt: skip
@@ -330,19 +451,22 @@ def deploy(target: Target, images: Images) -> None:
 
 
 def status(target: Target) -> int:
-    containers = target.inspect(*target.app_containers())
     say(f"{target.name}: project {target.project}")
-    for container in containers:
-        health = container["State"].get("Health", {}).get("Status", "-")
-        print(f"  {container['Name'].lstrip('/')}: {container['Config']['Image']} {health}")
+    if target.swarm:
+        serving = swarm_status(target)
+    else:
+        containers = target.inspect(*target.app_containers())
+        for container in containers:
+            health = container["State"].get("Health", {}).get("Status", "-")
+            print(f"  {container['Name'].lstrip('/')}: {container['Config']['Image']} {health}")
+        serving = any(c["State"].get("Health", {}).get("Status") == "healthy" for c in containers)
     last = read_record(target)
     if last:
         print(f"  last deploy: {last.get('result')} {last.get('commit')} at {last.get('time')}")
         if last.get("result") == "failed":
             print(f"  reason: {last.get('reason')}")
             print(f"  serving: {last.get('serving')}")
-    healthy = [c for c in containers if c["State"].get("Health", {}).get("Status") == "healthy"]
-    return 0 if healthy else 1
+    return 0 if serving else 1
 
 
 def main(argv: list[str]) -> int:

@@ -29,6 +29,7 @@ class Stack:
     project: str
     workdir: Path
     env: dict[str, str] = field(default_factory=lambda: read_env(TEST_ENV))
+    swarm: bool = False  # deployed as a Swarm stack rather than a compose project
     compose: DockerCompose = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,7 +79,13 @@ class Stack:
 
     def copy_ca(self) -> None:
         deadline = time.monotonic() + 30
-        while self.run("cp", f"proxy:{CA_IN_PROXY}", str(self.ca_file), check=False).returncode:
+        while True:
+            proxies = self.containers("proxy")
+            if proxies:
+                code, output = proxies[0].exec_run(["cat", CA_IN_PROXY])
+                if code == 0:
+                    self.ca_file.write_bytes(output)
+                    return
             if time.monotonic() > deadline:
                 raise RuntimeError("Caddy's internal root CA never appeared")
             time.sleep(0.5)
@@ -121,15 +128,15 @@ class Stack:
 
     # --- containers ---------------------------------------------------------------------
     def containers(self, service: str) -> list[Container]:
-        found = docker.from_env().containers.list(
-            all=True,
-            filters={
-                "label": [
-                    f"com.docker.compose.project={self.project}",
-                    f"com.docker.compose.service={service}",
-                ]
-            },
+        labels = (
+            [f"com.docker.swarm.service.name={self.project}_{service}"]
+            if self.swarm
+            else [
+                f"com.docker.compose.project={self.project}",
+                f"com.docker.compose.service={service}",
+            ]
         )
+        found = docker.from_env().containers.list(all=not self.swarm, filters={"label": labels})
         return sorted(found, key=lambda c: c.name)
 
     def container(self, service: str) -> Container:

@@ -1,20 +1,13 @@
 """scripts/deploy against a "staging" target (this machine's engine, its own project name and
-loopback ports): commit A, then B under steady traffic, a broken C, and a rollback.
+loopback ports): commit A, then B under steady traffic, a broken C, and a rollback."""
 
-The commits are made in a clone of this repository, so the deploy builds exactly what a
-commit holds (git archive), as it does for real."""
-
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import docker
 import pytest
 
-from tests.integration.stack import ROOT, Stack
+from tests.integration.release import Release
 from tests.integration.traffic import SteadyTraffic
 
 PROJECT = "service-deploytest"
@@ -22,59 +15,9 @@ REPOSITORY = "service-deploytest"
 HEALTH_TIMEOUT = 40
 
 
-@dataclass
-class Release:
-    clone: Path
-    env_file: Path
-    stack: Stack
-    commits: dict[str, str]
-
-    def deploy(self, *args: str) -> subprocess.CompletedProcess[str]:
-        started = time.monotonic()
-        result = subprocess.run(
-            [str(self.clone / "scripts" / "deploy"), str(self.env_file), *args],
-            cwd=self.clone,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        took = time.monotonic() - started
-        print(f"deploy {' '.join(args)}: exit {result.returncode} in {took:.0f} s")
-        print(result.stdout, result.stderr)
-        return result
-
-    def version(self) -> str:
-        with self.stack.client() as client:
-            return str(client.get("/healthz").json()["version"])
-
-
-def git(clone: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=clone, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
     work = tmp_path_factory.mktemp("deploy")
-    clone = work / "repo"
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
-    git(clone, "config", "user.email", "test@example.com")
-    git(clone, "config", "user.name", "test")
-    commits = {"A": git(clone, "rev-parse", "--short=12", "HEAD")}
-    git(clone, "commit", "--quiet", "--allow-empty", "-m", "B: a new version")
-    commits["B"] = git(clone, "rev-parse", "--short=12", "HEAD")
-    health = clone / "service" / "api" / "health.py"
-    health.write_text(
-        health.read_text().replace(
-            "    return Health(version=runtime.settings.version)",
-            '    raise ServiceUnavailable("this build is broken")',
-        )
-    )
-    git(clone, "commit", "--quiet", "-am", "C: a build that fails its healthcheck")
-    commits["C"] = git(clone, "rev-parse", "--short=12", "HEAD")
-    git(clone, "checkout", "--quiet", commits["B"])
-
     env = {
         "COMPOSE_PROJECT_NAME": PROJECT,
         "APP_IMAGE_REPOSITORY": REPOSITORY,
@@ -87,19 +30,12 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
         "GRACEFUL_TIMEOUT": "15",
         "DEPLOY_HEALTH_TIMEOUT": str(HEALTH_TIMEOUT),
     }
-    env_file = work / "staging-test.env"
-    env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
-    stack = Stack(PROJECT, work, env=env)
+    prepared = Release.prepare(work, PROJECT, env)
     try:
-        yield Release(clone, env_file, stack, commits)
+        yield prepared
     finally:
-        stack.run("down", "--volumes", check=False)
-        engine = docker.from_env()
-        for container in engine.containers.list(all=True, filters={"name": f"{PROJECT}-deploy"}):
-            container.remove(force=True)
-        for repository in (REPOSITORY, f"{REPOSITORY}-proxy"):
-            for image in engine.images.list(name=repository):
-                engine.images.remove(image.id, force=True)
+        prepared.stack.run("down", "--volumes", check=False)
+        prepared.remove_artifacts(REPOSITORY)
 
 
 def test_first_deploy(release: Release) -> None:

@@ -1,0 +1,85 @@
+"""Releases to deploy in tests: a clone of this repository with three commits on top of what
+is checked in, so that scripts/deploy builds exactly what a commit holds, as it does for real.
+
+A is HEAD; B changes nothing but the commit (so the version /healthz reports); C breaks the
+healthcheck."""
+
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+
+from tests.integration.stack import ROOT, Stack
+
+
+def git(clone: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=clone, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def make_clone(work: Path) -> tuple[Path, dict[str, str]]:
+    clone = work / "repo"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    git(clone, "config", "user.email", "test@example.com")
+    git(clone, "config", "user.name", "test")
+    commits = {"A": git(clone, "rev-parse", "--short=12", "HEAD")}
+    git(clone, "commit", "--quiet", "--allow-empty", "-m", "B: a new version")
+    commits["B"] = git(clone, "rev-parse", "--short=12", "HEAD")
+    health = clone / "service" / "api" / "health.py"
+    health.write_text(
+        health.read_text().replace(
+            "    return Health(version=runtime.settings.version)",
+            '    raise ServiceUnavailable("this build is broken")',
+        )
+    )
+    git(clone, "commit", "--quiet", "-am", "C: a build that fails its healthcheck")
+    commits["C"] = git(clone, "rev-parse", "--short=12", "HEAD")
+    git(clone, "checkout", "--quiet", commits["B"])
+    return clone, commits
+
+
+@dataclass
+class Release:
+    clone: Path
+    env_file: Path
+    stack: Stack
+    commits: dict[str, str]
+
+    @classmethod
+    def prepare(cls, work: Path, project: str, env: dict[str, str]) -> "Release":
+        clone, commits = make_clone(work)
+        env_file = work / f"{project}.deploy.env"
+        env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
+        stack = Stack(project, work, env=env, swarm=env.get("DEPLOY_MODE") == "swarm")
+        return cls(clone, env_file, stack, commits)
+
+    def deploy(self, *args: str) -> subprocess.CompletedProcess[str]:
+        started = time.monotonic()
+        result = subprocess.run(
+            [str(self.clone / "scripts" / "deploy"), str(self.env_file), *args],
+            cwd=self.clone,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        took = time.monotonic() - started
+        print(f"deploy {' '.join(args)}: exit {result.returncode} in {took:.0f} s")
+        print(result.stdout, result.stderr)
+        return result
+
+    def remove_artifacts(self, repository: str) -> None:
+        """The deploy record and every image the deploys built or loaded."""
+        engine = docker.from_env()
+        name = f"{self.stack.project}-deploy-record"
+        for container in engine.containers.list(all=True, filters={"name": name}):
+            container.remove(force=True)
+        for prefix in (repository, f"{repository}-proxy"):
+            for image in engine.images.list(name=prefix):
+                engine.images.remove(image.id, force=True)
+
+    def version(self) -> str:
+        with self.stack.client() as client:
+            return str(client.get("/healthz").json()["version"])
