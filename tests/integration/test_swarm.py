@@ -58,8 +58,11 @@ def release(swarm_node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     finally:
         subprocess.run(["docker", "stack", "rm", PROJECT], capture_output=True, check=False)
         engine = docker.from_env()
-        deadline = time.monotonic() + 60
-        while engine.networks.list(filters={"label": f"com.docker.stack.namespace={PROJECT}"}):
+        in_stack = {"label": f"com.docker.stack.namespace={PROJECT}"}
+        deadline = time.monotonic() + 90
+        while engine.containers.list(all=True, filters=in_stack) or engine.networks.list(
+            filters=in_stack
+        ):
             if time.monotonic() > deadline:
                 break
             time.sleep(1)
