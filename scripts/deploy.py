@@ -434,8 +434,18 @@ def current_image(target: Target) -> str | None:
     return images.pop() if len(images) == 1 else None
 
 
+def swarm_nodes(target: Target) -> list[Target]:
+    """Engines of the other Swarm nodes (SWARM_NODES: space-separated DOCKER_HOST values):
+    without a registry, every node that may run a task needs the images loaded."""
+    hosts = target.settings.get("SWARM_NODES", "").split()
+    return [
+        Target(host, target.env_file, {**target.settings, "DOCKER_HOST": host}) for host in hosts
+    ]
+
+
 def deploy(target: Target, images: Images) -> None:
-    ensure_images(target, images)
+    for engine in [target, *swarm_nodes(target)] if target.swarm else [target]:
+        ensure_images(engine, images)
     previous = current_image(target)
     try:
         (swarm_roll_out if target.swarm else roll_out)(target, images)
