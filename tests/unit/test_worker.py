@@ -2,6 +2,8 @@
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from uuid import UUID
 
 import pytest
@@ -33,6 +35,18 @@ async def wait_for_state(pool: Pool, job_id: UUID, state: str, within: float = 1
             await asyncio.sleep(0.05)
 
 
+@asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[None]:
+    """The worker's loop in a task for the block; cancelled after, as shutdown does."""
+    task = asyncio.create_task(worker.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 async def test_cancelled_worker_puts_its_job_back_and_reraises(
     pool: Pool, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -61,14 +75,8 @@ async def test_job_of_a_dead_worker_is_claimed_again_when_its_lease_expires(
     assert claimed.id == job.id
     assert await queries.claim(pool, "other", lease_seconds=30) is None, "leased job was taken"
 
-    worker = make_worker(pool, settings)
-    task = asyncio.create_task(worker.run())
-    try:
+    async with running(make_worker(pool, settings)):
         await wait_for_state(pool, job.id, "done")
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
     row = await job_row(pool, job.id)
     assert row["attempts"] == 2
     assert row["result"] == {"slept": 0}
@@ -77,18 +85,15 @@ async def test_job_of_a_dead_worker_is_claimed_again_when_its_lease_expires(
 async def test_worker_that_lost_its_lease_writes_nothing(pool: Pool, settings: Settings) -> None:
     job = await queries.insert(pool, "sleep", {"seconds": 0.5}, 3)
     worker = make_worker(pool, settings.model_copy(update={"job_lease_seconds": 0.3}))
-    task = asyncio.create_task(worker.run())
-    await wait_for_state(pool, job.id, "running")
-    # Someone else takes the job over (as if our lease had expired while we were stalled).
-    await pool.execute(
-        "UPDATE jobs SET lease_owner = 'usurper', lease_expires_at = now() + interval '1 hour'"
-        " WHERE id = $1",
-        job.id,
-    )
-    await asyncio.sleep(1.0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    async with running(worker):
+        await wait_for_state(pool, job.id, "running")
+        # Someone else takes the job over (as if our lease had expired while we were stalled).
+        await pool.execute(
+            "UPDATE jobs SET lease_owner = 'usurper', lease_expires_at = now() + interval '1 hour'"
+            " WHERE id = $1",
+            job.id,
+        )
+        await asyncio.sleep(1.0)
     row = await job_row(pool, job.id)
     assert row["state"] == "running"
     assert row["lease_owner"] == "usurper"
@@ -97,13 +102,8 @@ async def test_worker_that_lost_its_lease_writes_nothing(pool: Pool, settings: S
 async def test_long_job_keeps_its_lease(pool: Pool, settings: Settings) -> None:
     job = await queries.insert(pool, "sleep", {"seconds": 1.2}, 3)
     worker = make_worker(pool, settings.model_copy(update={"job_lease_seconds": 0.4}))
-    task = asyncio.create_task(worker.run())
-    try:
+    async with running(worker):
         await wait_for_state(pool, job.id, "done")
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
     assert (await job_row(pool, job.id))["attempts"] == 1, "the lease expired mid-job"
 
 
