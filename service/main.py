@@ -8,11 +8,12 @@ from starlette.types import ASGIApp
 
 from service.api import router
 from service.api.errors import install_error_handlers
+from service.api.openapi import install_openapi
 from service.jobs.handlers import DEFAULT_HANDLERS, JobHandler
 from service.lifespan import lifespan
 from service.logs import configure_logging
 from service.metrics import Metrics
-from service.middleware import RequestContextMiddleware
+from service.middleware import RequestBodyDeadline, RequestContextMiddleware
 from service.settings import Settings
 
 
@@ -33,6 +34,7 @@ def create_api(
     api.state.metrics = Metrics()
     install_error_handlers(api, settings.retry_after_seconds)
     api.include_router(router)
+    install_openapi(api, api.state.handlers)
     return api
 
 
@@ -45,7 +47,8 @@ def create_app(
     trusts exactly one hop (Caddy) for X-Forwarded-For/-Proto/-Host.
     """
     api = create_api(settings, handlers)
-    context = RequestContextMiddleware(api, api.state.metrics)
+    deadline = RequestBodyDeadline(api, api.state.settings.request_body_timeout)
+    context = RequestContextMiddleware(deadline, api.state.metrics)
     # Hypercorn types ASGI apps with its own (equivalent) protocol types.
     proxied = ProxyFixMiddleware(context, mode="legacy", trusted_hops=1)  # type: ignore[arg-type]
     return proxied  # type: ignore[return-value]

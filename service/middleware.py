@@ -1,9 +1,12 @@
-"""Pure ASGI middleware (no per-request task or body buffering): request id and metrics."""
+"""Pure ASGI middleware (no per-request task or body buffering): request id and metrics, and a
+deadline for receiving a request body."""
 
+import asyncio
 import re
 import time
 import uuid
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.logs import request_id
@@ -48,3 +51,41 @@ class RequestContextMiddleware:
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
             request_id.reset(token)
+
+
+class RequestBodyDeadline:
+    """A request body must arrive within `seconds` of the request's start, or the request is
+    answered 408 and its connection closed.
+
+    Caddy's read_body timeout does not bound a body that it streams to the app (every read
+    resets it), so a client trickling a byte a second would hold a connection for ever. The
+    408 is raised from `receive`, where FastAPI reads the body, so the app's error handlers
+    answer it (problem details). Reads after the body (waiting for a disconnect) are unbounded.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.seconds
+        body_received = False
+
+        async def receive_in_time() -> Message:
+            nonlocal body_received
+            if body_received:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(
+                    408, "the request body did not arrive in time", {"Connection": "close"}
+                ) from None
+            body_received = message["type"] != "http.request" or not message.get("more_body")
+            return message
+
+        await self.app(scope, receive_in_time, send)

@@ -1,34 +1,55 @@
 """Pydantic models: every request body and response the API speaks, and the rows behind them."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 BIGINT_MAX = 2**63 - 1
 MAX_PRICE_CENTS = 10**12
+# Postgres text cannot hold U+0000: refused by the schema (422), not by the database (500).
+NO_NUL = r"^[^\x00]*$"
+
+
+def _integral(value: object) -> object:
+    """JSON has one number type: 3.0 is the integer 3 (so says JSON Schema); true, "3" are not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer in a strict request body (StrictInput): exact JSON integers and integral floats.
+Integer = Annotated[int, BeforeValidator(_integral)]
 
 
 class StrictInput(BaseModel):
-    """Request bodies reject unknown fields, so a typo is a 422, not silently ignored."""
+    """Request bodies reject unknown fields, so a typo is a 422, not silently ignored, and
+    values of another JSON type than the schema's (``false`` or ``"1"`` for an integer)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --- items -------------------------------------------------------------------------------------
 class ItemCreate(StrictInput):
-    name: str = Field(min_length=1, max_length=200)
-    description: str | None = Field(None, max_length=2000)
-    price_cents: int = Field(ge=0, le=MAX_PRICE_CENTS)
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    description: str | None = Field(None, max_length=2000, pattern=NO_NUL)
+    price_cents: Integer = Field(ge=0, le=MAX_PRICE_CENTS)
 
 
 class ItemUpdate(StrictInput):
     """Partial update: only the fields present are changed; description may be set to null."""
 
-    name: str | None = Field(None, min_length=1, max_length=200)
-    description: str | None = Field(None, max_length=2000)
-    price_cents: int | None = Field(None, ge=0, le=MAX_PRICE_CENTS)
+    # Optional, never null: the schema leaves null out (SkipJsonSchema), the validator refuses it.
+    name: (
+        Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)] | SkipJsonSchema[None]
+    ) = None
+    description: str | None = Field(None, max_length=2000, pattern=NO_NUL)
+    # Constraints before the validator: after it, pydantic writes them into the schema as
+    # "ge"/"le" instead of "minimum"/"maximum".
+    price_cents: (
+        Annotated[int, Field(ge=0, le=MAX_PRICE_CENTS), BeforeValidator(_integral)]
+        | SkipJsonSchema[None]
+    ) = None
 
     @field_validator("name", "price_cents")
     @classmethod
@@ -61,7 +82,7 @@ JobState = Literal["queued", "running", "done", "failed"]
 class JobCreate(StrictInput):
     kind: str = Field(min_length=1, max_length=100, examples=["sleep"])
     payload: dict[str, Any] = Field(default_factory=dict, examples=[{"seconds": 1.5}])
-    max_attempts: int = Field(3, ge=1, le=20)
+    max_attempts: Integer = Field(3, ge=1, le=20)
 
 
 class Job(BaseModel):

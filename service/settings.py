@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     db_command_timeout: float = Field(30.0, gt=0, description="One SQL statement, seconds.")
     db_close_timeout: float = Field(10.0, gt=0, description="Pool close at shutdown, seconds.")
     ready_timeout: float = Field(1.0, gt=0, description="The /readyz database ping, seconds.")
+    request_body_timeout: float = Field(
+        30.0, gt=0, description="A request body must arrive within this, or 408 (seconds)."
+    )
     retry_after_seconds: int = Field(5, ge=1, description="Retry-After sent with 503.")
 
     job_workers: int = Field(2, ge=0, description="Worker tasks per process (0: none).")

@@ -7,11 +7,13 @@ unexpected error is a bare 500 (logged with its traceback, never sent to the cli
 import logging
 from collections.abc import Mapping
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from service.db.errors import DATABASE_UNAVAILABLE
 from service.models import FieldError, Problem
@@ -20,10 +22,37 @@ from service.services.errors import Conflict, InvalidInput, NotFound
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+# The 503 of every route that needs the database, for the OpenAPI document.
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {
+        "model": Problem,
+        "description": "The database is unreachable (or the app is draining): retry later.",
+        "headers": {
+            "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}
+        },
+    }
+}
 
 
 class ServiceUnavailable(Exception):
     """Raised by a route that cannot serve right now (answered with 503 and Retry-After)."""
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path answers to, for a 405's Allow header.
+
+    Starlette's own 405 names only the methods of the first route on the path, and
+    /items/{item_id} has one route per method: ask the whole router about each method.
+    """
+    allowed = []
+    for method in HTTP_METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
 
 
 def problem(
@@ -54,7 +83,10 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)
         detail = None if error.detail == HTTPStatus(error.status_code).phrase else str(error.detail)
-        return problem(request, error.status_code, detail, headers=error.headers)
+        headers = dict(error.headers or {})
+        if error.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+            headers["Allow"] = allowed_methods(request)
+        return problem(request, error.status_code, detail, headers=headers)
 
     async def validation_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)

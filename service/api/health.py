@@ -6,9 +6,9 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.deps import RuntimeDep
-from service.api.errors import ServiceUnavailable
+from service.api.errors import UNAVAILABLE, ServiceUnavailable
 from service.db.errors import DATABASE_UNAVAILABLE
-from service.models import Health, Problem, Readiness, WhoAmI
+from service.models import Health, Readiness, WhoAmI
 
 router = APIRouter(tags=["operations"])
 
@@ -34,7 +34,7 @@ async def healthz(runtime: RuntimeDep) -> Health:
     "/readyz",
     response_model=Readiness,
     status_code=200,
-    responses={503: {"model": Problem, "description": "Draining, or the database is down."}},
+    responses=UNAVAILABLE,
 )
 async def readyz(runtime: RuntimeDep) -> Readiness:
     """Readiness: the database answers within ready_timeout, and the app is not draining."""

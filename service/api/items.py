@@ -5,9 +5,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from service.api.deps import ItemServiceDep
+from service.api.errors import UNAVAILABLE
 from service.models import BIGINT_MAX, Item, ItemCreate, ItemPage, ItemUpdate, Problem
 
-router = APIRouter(prefix="/items", tags=["items"])
+router = APIRouter(prefix="/items", tags=["items"], responses=UNAVAILABLE)
 
 ItemId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}

@@ -6,9 +6,10 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 
 from service.api.deps import JobServiceDep
+from service.api.errors import UNAVAILABLE
 from service.models import Job, JobCreate, Problem
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=UNAVAILABLE)
 
 MAX_WAIT_SECONDS = 60  # keep below the proxy's response timeout
 

@@ -8,4 +8,7 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError,  # class 08: the connection broke
     asyncpg.InterfaceError,  # the connection was closed under us
     asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, cannot connect now
+    # A pooled connection that Postgres terminated while it sat idle: the next query on it
+    # fails in asyncpg's protocol state machine ("cannot switch to state ...").
+    asyncpg.exceptions.InternalClientError,
 )

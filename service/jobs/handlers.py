@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,9 @@ class JobHandler:
 
 
 class SleepPayload(BaseModel):
+    # As request bodies (models.StrictInput): a number is a number, not ``true`` or ``"1"``.
+    model_config = ConfigDict(strict=True)
+
     seconds: float = Field(ge=0, le=600, description="How long the job takes.")
     fail: bool = Field(False, description="Raise instead of finishing (to exercise retries).")
 

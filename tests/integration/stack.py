@@ -5,7 +5,10 @@ import json
 import ssl
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import docker
@@ -29,10 +32,12 @@ class Stack:
     project: str
     workdir: Path
     env: dict[str, str] = field(default_factory=lambda: read_env(TEST_ENV))
+    overrides: dict[str, str] = field(default_factory=dict)  # on top of env, e.g. other ports
     swarm: bool = False  # deployed as a Swarm stack rather than a compose project
     compose: DockerCompose = field(init=False)
 
     def __post_init__(self) -> None:
+        self.env = {**self.env, **self.overrides}
         self.env_file = self.workdir / f"{self.project}.env"
         self.env_file.write_text(
             "".join(f"{key}={value}\n" for key, value in self.env.items())
@@ -66,6 +71,14 @@ class Stack:
 
     def stop(self) -> None:
         self.compose.stop(down=True)
+
+    @contextmanager
+    def running(self) -> Iterator["Stack"]:
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """`docker compose ARGS` for this project."""
@@ -152,9 +165,10 @@ class Stack:
         assert code == 0, output
         return output.strip()
 
-    def logs(self, container: Container) -> list[dict[str, object]]:
-        """The container's JSON log lines (others skipped)."""
-        lines = container.logs(stdout=True, stderr=True).decode(errors="replace").splitlines()
+    def logs(self, container: Container, since: datetime | None = None) -> list[dict[str, object]]:
+        """The container's JSON log lines (others skipped), all or those written since then."""
+        logs = container.logs(stdout=True, stderr=True, since=since)
+        lines = logs.decode(errors="replace").splitlines()
         parsed = []
         for line in lines:
             try:

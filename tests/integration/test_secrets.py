@@ -1,0 +1,94 @@
+"""No secret in any image layer, image configuration or container environment: the database
+password lives in the `secrets` volume only (SECURITY.md)."""
+
+import io
+import re
+import subprocess
+import tarfile
+
+import docker
+import pytest
+
+from tests.integration.stack import Stack
+
+# Variable names that carry a secret by value; *_FILE variables name a file instead.
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE", re.IGNORECASE)
+PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
+SECRET_FILE_NAMES = re.compile(r"(^|/)(\.env|db_password|id_rsa|id_ed25519|.*\.key)$")
+
+
+@pytest.fixture(scope="module")
+def stack(abuse_stack: Stack) -> Stack:
+    return abuse_stack
+
+
+@pytest.fixture(scope="module")
+def password(stack: Stack) -> str:
+    code, output = stack.exec("app", "cat", "/run/secrets/db_password")
+    assert code == 0, output
+    assert len(output.strip()) == 40
+    return output.strip()
+
+
+def secret_variables(environment: list[str]) -> list[str]:
+    """KEY=VALUE entries whose name says secret and whose value is not a file path."""
+    found = []
+    for entry in environment:
+        name, _, value = entry.partition("=")
+        if SECRET_NAME.search(name) and not name.endswith("_FILE") and value:
+            found.append(entry)
+    return found
+
+
+def test_no_secret_in_any_container_environment_or_command(stack: Stack, password: str) -> None:
+    for service in ("proxy", "app", "db", "secrets"):
+        for container in stack.containers(service):
+            config = container.attrs["Config"]
+            assert secret_variables(config.get("Env") or []) == [], container.name
+            inspected = str(container.attrs)
+            assert password not in inspected, (
+                f"the password is in `docker inspect {container.name}`"
+            )
+
+
+def test_no_secret_in_any_image_history_or_configuration(stack: Stack, password: str) -> None:
+    client = docker.from_env()
+    images = {c.image.id for s in ("proxy", "app", "db") for c in stack.containers(s)}
+    for image_id in images:
+        image = client.images.get(image_id)
+        assert secret_variables(image.attrs["Config"].get("Env") or []) == [], image.tags
+        history = subprocess.run(
+            ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image_id],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert password not in history, image.tags
+        assert password not in str(image.attrs), image.tags
+
+
+def test_no_secret_in_any_layer_of_the_app_image(stack: Stack, password: str) -> None:
+    """Every file of every layer of the image we build: no password, key or secret file."""
+    image = stack.container("app").image
+    saved = io.BytesIO()
+    for chunk in image.save(named=False):
+        saved.write(chunk)
+    saved.seek(0)
+    findings = []
+    with tarfile.open(fileobj=saved) as archive:
+        layers = [m for m in archive.getmembers() if m.name.endswith(("layer.tar", ".tar"))]
+        assert layers, "docker save gave no layers"
+        for member in layers:
+            layer_file = archive.extractfile(member)
+            assert layer_file is not None
+            with tarfile.open(fileobj=layer_file) as layer:
+                for entry in layer:
+                    if SECRET_FILE_NAMES.search(entry.name):
+                        findings.append(f"{member.name}: {entry.name}")
+                    if not entry.isfile():
+                        continue
+                    content = layer.extractfile(entry)
+                    data = content.read() if content else b""
+                    if password.encode() in data or PRIVATE_KEY.search(data):
+                        findings.append(f"{member.name}: {entry.name}")
+    assert findings == []

@@ -1,0 +1,68 @@
+"""The request-body deadline, driven as Hypercorn drives the app: an ASGI receive channel
+whose body arrives in pieces, some too slowly; the app runs with its lifespan on Postgres."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from asgi_lifespan import LifespanManager
+from starlette.types import Message
+
+from service.main import create_app
+from tests.unit.conftest import make_settings
+
+
+async def post_slowly(
+    app: object, chunks: list[bytes], pause: float
+) -> tuple[int, dict[str, str], bytes]:
+    """POST /items with the body in `chunks`, `pause` seconds apart."""
+    incoming: asyncio.Queue[Message] = asyncio.Queue()
+    sent: list[Message] = []
+
+    async def feed() -> None:
+        for index, chunk in enumerate(chunks):
+            await asyncio.sleep(pause)
+            await incoming.put(
+                {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
+            )
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/items", "raw_path": b"/items", "query_string": b"",
+        "headers": [(b"host", b"test"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1), "server": ("test", 80), "root_path": "",
+    }  # fmt: skip
+    feeder = asyncio.create_task(feed())
+    await app(scope, incoming.get, send)  # type: ignore[operator]
+    feeder.cancel()
+    start = sent[0]
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    return start["status"], headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@pytest.fixture
+async def app(database_url: str) -> AsyncIterator[object]:
+    async with LifespanManager(
+        create_app(make_settings(database_url, request_body_timeout=0.5))
+    ) as manager:
+        yield manager.app
+
+
+async def test_a_body_trickling_past_the_deadline_is_answered_408_and_closed(app: object) -> None:
+    chunks = [b'{"name": "slow", ', b'"price_cents": 1', b"}"]
+    status, headers, body = await asyncio.wait_for(post_slowly(app, chunks, pause=0.3), 5)
+    assert status == 408
+    assert headers["connection"] == "close"
+    assert headers["content-type"] == "application/problem+json"
+    assert json.loads(body)["detail"] == "the request body did not arrive in time"
+
+
+async def test_a_body_within_the_deadline_reaches_the_route(app: object) -> None:
+    chunks = [b'{"name": "in time", ', b'"price_cents": 1}']
+    status, _, body = await asyncio.wait_for(post_slowly(app, chunks, pause=0.1), 5)
+    assert status == 201
+    assert json.loads(body)["name"] == "in time"
