@@ -1,0 +1,1 @@
+"""scripts/bench: load generators, the bench stack, the runner and the report."""

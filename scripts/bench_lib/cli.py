@@ -1,0 +1,312 @@
+"""scripts/bench: load-test the stack and report honest, comparable figures."""
+
+import argparse
+import contextlib
+import datetime
+import ipaddress
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from bench_lib import environment, loadgen, plan, report
+from bench_lib.model import summarise
+from bench_lib.runner import H2_STREAMS_PER_CONNECTION, Context, run_plan, soak
+from bench_lib.scenarios import SCENARIOS, seed_item
+from bench_lib.stack import (
+    DEFAULT_ENV,
+    ROOT,
+    Compose,
+    CpuPinning,
+    Progress,
+    project_containers,
+    read_env,
+)
+
+SEED_ITEMS = 200
+EPILOG = """
+examples:
+  scripts/bench                      full run (~9 min): starts its own stack, stops it after
+  scripts/bench --quick              about a minute (what CI runs)
+  scripts/bench --pin                stack on CPUs 0..n-2, the generator on the last CPU
+  scripts/bench --soak 30m           the mixed scenario at a steady rate for 30 minutes
+  scripts/bench --url https://localhost --ca-file caddy-root.crt --project service
+                                     an already running stack (Caddy paths only, plus
+                                     --direct-url http://127.0.0.1:8000 if the app is published)
+
+outputs (--out, default bench-results/<time>/): results.json, report.md, chart.png.
+Exit status: 0 when every request succeeded, 1 when any failed, 2 on a usage or setup error.
+Load goes to loopback (127.0.0.0/8) only.
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="Load-test the stack (Caddy -> Hypercorn -> FastAPI -> Postgres) with wrk "
+        "and h2load; compare paths, protocols, peer servers and ceilings.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="one short round (~1 min)")
+    mode.add_argument(
+        "--soak", metavar="DURATION", help="steady-rate mixed load, e.g. 90s, 30m, 2h"
+    )
+    parser.add_argument("--rate", type=float, default=200, help="--soak requests/s (default 200)")
+    parser.add_argument("--url", help="target this running stack's Caddy (https://host:port)")
+    parser.add_argument("--direct-url", help="with --url: the app published directly (http)")
+    parser.add_argument("--ca-file", type=Path, help="with --url: Caddy's root certificate")
+    parser.add_argument(
+        "--project",
+        help="compose project: the bench's own (default from the env file) or, with "
+        "--url, the running one (docker stats, --pin, its CA)",
+    )
+    parser.add_argument(
+        "--env-file", type=Path, default=DEFAULT_ENV, help="compose variables for the bench stack"
+    )
+    parser.add_argument(
+        "-f",
+        "--compose-file",
+        type=Path,
+        action="append",
+        default=[],
+        help="another overlay on top of compose.bench.yaml (experiments); repeatable",
+    )
+    parser.add_argument("--keep-stack", action="store_true", help="leave the bench stack running")
+    parser.add_argument("--out", type=Path, help="output directory")
+    parser.add_argument("--pin", action="store_true", help="pin the stack and the generator")
+    parser.add_argument("--scenarios", help=f"subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--groups", help=f"subset of {','.join(plan.GROUPS)}")
+    parser.add_argument("--duration", type=float, help="measured seconds per run")
+    parser.add_argument("--repetitions", type=int, help="interleaved rounds")
+    parser.add_argument("--concurrency", type=int, help="requests in flight")
+    return parser.parse_args(argv)
+
+
+def _seconds(text: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", text.strip())
+    if not match:
+        raise SystemExit(f"scripts/bench: not a duration: {text!r} (e.g. 90s, 30m, 2h)")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
+
+
+def _loopback_port(url: str) -> tuple[str, int]:
+    """Load only ever goes to this machine: refuse a URL that does not resolve to loopback."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise SystemExit(f"scripts/bench: no host in {url!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    for *_, address in socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP):
+        if not ipaddress.ip_address(address[0]).is_loopback:
+            raise SystemExit(f"scripts/bench: {url} is not on loopback; load stays on 127.0.0.0/8")
+    return parts.hostname, port
+
+
+def _profile(args: argparse.Namespace) -> plan.Profile:
+    base = plan.QUICK if args.quick else plan.FULL
+    return plan.Profile(
+        duration=args.duration or base.duration,
+        warmup=base.warmup,
+        repetitions=args.repetitions or base.repetitions,
+        concurrency=args.concurrency or base.concurrency,
+        sweep=base.sweep,
+        peer_scenarios=base.peer_scenarios,
+    )
+
+
+def _subset(text: str | None, known: tuple[str, ...], what: str) -> list[str]:
+    chosen = text.split(",") if text else list(known)
+    unknown = set(chosen) - set(known)
+    if unknown:
+        raise SystemExit(f"scripts/bench: unknown {what}: {', '.join(sorted(unknown))}")
+    return chosen
+
+
+def _wait_ready(client: httpx.Client, within: float = 60) -> None:
+    """Healthy containers are not yet a serving path: wait for /readyz through Caddy."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{client.base_url}readyz never answered 200 within {within} s")
+        time.sleep(1)
+
+
+def _seed(base_url: str, ca_file: str, progress: Progress) -> list[int]:
+    """Items to read and list, written through the API like any client would."""
+    progress.note(f"seeding {SEED_ITEMS} items through {base_url}")
+    run_id = uuid.uuid4().hex[:8]
+    ids = []
+    with httpx.Client(base_url=base_url, verify=ca_file, timeout=30) as client:
+        _wait_ready(client)
+        for number in range(SEED_ITEMS):
+            response = client.post(
+                "/items",
+                content=seed_item(number, run_id),
+                headers={"content-type": "application/json"},
+            )
+            response.raise_for_status()
+            ids.append(int(response.json()["id"]))
+    return ids
+
+
+@contextlib.contextmanager
+def _own_stack(args: argparse.Namespace, progress: Progress) -> Iterator[Compose]:
+    project = args.project or read_env(args.env_file).get("COMPOSE_PROJECT_NAME", "service-bench")
+    compose = Compose(project, args.env_file, args.compose_file)
+    compose.down()  # a stack left by an interrupted run would carry its data into this one
+    try:
+        # A soak needs only the stack itself; a bench run also needs the peers and ceilings.
+        compose.up(progress, ["proxy"] if args.soak else [])
+        yield compose
+    finally:
+        if args.keep_stack:
+            progress.note(f"leaving the stack running: docker compose -p {project} ... down -v")
+        else:
+            progress.note("stopping the stack")
+            compose.down()
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C: the running generator is killed, the bench stack stopped."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop)
+    args = parse_args(argv)
+    progress = Progress()
+    try:
+        tools = loadgen.Tools.find()
+    except loadgen.MissingTool as error:
+        print(f"scripts/bench: {error}", file=sys.stderr)
+        return 2
+    if args.pin and (os.cpu_count() or 1) < 2:
+        raise SystemExit("scripts/bench: --pin needs at least two CPUs")
+    started = datetime.datetime.now(datetime.UTC)
+    out = args.out or ROOT / "bench-results" / started.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as workdir, contextlib.ExitStack() as stack:
+        ca_file = Path(workdir) / "caddy-root.crt"
+        if args.url:
+            host, port = _loopback_port(args.url)
+            ports = {"proxy": port}
+            if args.direct_url:
+                ports["app"] = _loopback_port(args.direct_url)[1]
+            project = args.project
+            if args.ca_file:
+                ca_file = args.ca_file
+            elif project:
+                environment.copy_ca_from_project(project, ca_file)
+            else:
+                raise SystemExit("scripts/bench: --url needs --ca-file or --project (for the CA)")
+        else:
+            compose = stack.enter_context(_own_stack(args, progress))
+            compose.copy_ca(ca_file)
+            host, ports, project = "localhost", compose.published_ports(), compose.project
+        containers = project_containers(project) if project else {}
+        generator_cpu = None
+        if args.pin:
+            cpus = os.cpu_count() or 2
+            generator_cpu = cpus - 1
+            stack.enter_context(CpuPinning(containers, f"0-{cpus - 2}"))
+        base_url = f"https://{host}:{ports['proxy']}"
+        context = Context(
+            tools,
+            _seed(base_url, str(ca_file), progress),
+            str(ca_file),
+            containers,
+            generator_cpu,
+            progress,
+        )
+        progress.note("recording the environment")
+        env = environment.collect(tools, containers)
+        document = _run(args, context, plan.targets(ports, host), started, env)
+    report.write_json(out / "results.json", document)
+    chart_name = None
+    if document["cells"]:
+        report.chart(document["cells"], out / "chart.png")
+        chart_name = "chart.png"
+    (out / "report.md").write_text(report.markdown(document, chart_name))
+    if document["cells"]:
+        print(report.terminal_table(document["cells"], document["targets"]))
+    if document.get("soak"):
+        print(f"soak: {json.dumps(document['soak']['summary'])}")
+    chart_note = f", chart: {out}/{chart_name}" if chart_name else ""
+    print(f"\nresults: {out}/results.json, report: {out}/report.md{chart_note}")
+    summaries = [cell["summary"] for cell in document["cells"]]
+    if document.get("soak"):
+        summaries.append(document["soak"]["summary"])
+    # Failed requests, or runs where none completed, are errors; saturation is only reported.
+    broken = any(s["failed"] or "no request completed" in s["invalid_reasons"] for s in summaries)
+    return 1 if broken else 0
+
+
+def _run(
+    args: argparse.Namespace,
+    context: Context,
+    available: dict[str, plan.Target],
+    started: datetime.datetime,
+    env: dict[str, Any],
+) -> dict[str, Any]:
+    profile = _profile(args)
+    settings: dict[str, Any] = {
+        "command": shlex.join(["scripts/bench", *sys.argv[1:]]),
+        "pin": args.pin,
+        "generator_cpu": context.generator_cpu,
+        "duration_s": profile.duration,
+        "warmup_s": profile.warmup,
+        "repetitions": profile.repetitions,
+        "concurrency": profile.concurrency,
+        "h2_streams_per_connection": H2_STREAMS_PER_CONNECTION,
+        "seeded_items": len(context.item_ids),
+    }
+    document: dict[str, Any] = {
+        "schema": report.SCHEMA,
+        "mode": "soak" if args.soak else "quick" if args.quick else "full",
+        "started": started.isoformat(timespec="seconds"),
+        "settings": settings,
+        "environment": env,
+        "cells": [],
+        "targets": [],
+        "soak": None,
+    }
+    if args.soak:
+        if "caddy-h1" not in available:
+            raise SystemExit("scripts/bench: --soak needs the stack's Caddy")
+        total = _seconds(args.soak)
+        cell = plan.Cell("soak", "mixed", available["caddy-h1"], 16)
+        windows = soak(cell, total, args.rate, min(30.0, max(5.0, total / 20)), context)
+        settings |= {"soak_s": total, "soak_rate": args.rate}
+        document["soak"] = {
+            "target": cell.target.name,
+            "concurrency": cell.concurrency,
+            "summary": summarise(windows),
+            "windows": [window.to_json() for window in windows],
+        }
+    else:
+        scenarios = _subset(args.scenarios, tuple(SCENARIOS), "scenario")
+        groups = _subset(args.groups, plan.GROUPS, "group")
+        cells = plan.build(profile, available, scenarios, groups)
+        results = run_plan(cells, profile, context)
+        document["cells"] = report.cell_records(cells, results)
+        document["targets"] = report.targets(document["cells"], profile.concurrency)
+    document["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    return document

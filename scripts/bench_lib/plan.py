@@ -1,0 +1,121 @@
+"""What a bench run measures: targets (a server behind a path and protocol) x scenarios x
+concurrency, grouped as the report shows them."""
+
+from dataclasses import dataclass
+
+from bench_lib.scenarios import SCENARIOS
+
+GROUPS = ("paths", "peers", "ceilings", "h3", "sweep")
+
+
+@dataclass(frozen=True)
+class Profile:
+    duration: float  # measured seconds per run
+    warmup: float  # seconds of discarded load before each measured run
+    repetitions: int  # rounds; every round runs every cell once (A B A B)
+    concurrency: int  # requests in flight
+    sweep: tuple[int, ...]  # extra concurrencies for GET /items/{id} through Caddy (HTTP/2)
+    peer_scenarios: tuple[str, ...]
+
+
+QUICK = Profile(2, 1, 1, 32, (), ("item",))
+FULL = Profile(4, 1, 3, 32, (1, 8, 128), ("healthz", "item"))
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    server: str  # what answers: hypercorn (the stack), uvicorn, granian, or a ceiling
+    via: str  # what the client talks to: caddy or direct
+    protocol: str  # h1, h2, h3
+    tool: str  # wrk, h2load, py (Python client of equal cost; client-bound)
+    url: str  # https://localhost:PORT or http://127.0.0.1:PORT
+
+
+@dataclass(frozen=True)
+class Cell:
+    group: str
+    scenario: str
+    target: Target
+    concurrency: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.group}/{self.scenario}/{self.target.name}/c{self.concurrency}"
+
+
+def targets(ports: dict[str, int], host: str) -> dict[str, Target]:
+    """Every target whose service has a published port (the bench stack has them all)."""
+    https = {s: f"https://{host}:{p}" for s, p in ports.items()}
+    http = {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
+    candidates = [
+        ("proxy", Target("caddy-h1", "hypercorn", "caddy", "h1", "wrk", https.get("proxy", ""))),
+        ("proxy", Target("caddy-h2", "hypercorn", "caddy", "h2", "h2load", https.get("proxy", ""))),
+        ("app", Target("direct-h1", "hypercorn", "direct", "h1", "wrk", http.get("app", ""))),
+        (
+            "proxy-uvicorn",
+            Target(
+                "uvicorn-h2", "uvicorn", "caddy", "h2", "h2load", https.get("proxy-uvicorn", "")
+            ),
+        ),
+        (
+            "proxy-granian",
+            Target(
+                "granian-h2", "granian", "caddy", "h2", "h2load", https.get("proxy-granian", "")
+            ),
+        ),
+        (
+            "ceiling-caddy",
+            Target(
+                "respond-h1", "caddy respond", "caddy", "h1", "wrk", https.get("ceiling-caddy", "")
+            ),
+        ),
+        (
+            "ceiling-caddy",
+            Target(
+                "respond-h2",
+                "caddy respond",
+                "caddy",
+                "h2",
+                "h2load",
+                https.get("ceiling-caddy", ""),
+            ),
+        ),
+        (
+            "ceiling-asgi",
+            Target(
+                "bare-asgi-h1", "bare ASGI", "direct", "h1", "wrk", http.get("ceiling-asgi", "")
+            ),
+        ),
+        ("proxy", Target("py-h2", "hypercorn", "caddy", "h2", "py", https.get("proxy", ""))),
+        ("proxy", Target("py-h3", "hypercorn", "caddy", "h3", "py", https.get("proxy", ""))),
+    ]
+    return {target.name: target for service, target in candidates if service in ports}
+
+
+def build(
+    profile: Profile, available: dict[str, Target], scenarios: list[str], groups: list[str]
+) -> list[Cell]:
+    """The cells in run order; each round runs them all, so targets alternate within a round."""
+    c = profile.concurrency
+    cells: list[Cell] = []
+
+    def add(group: str, scenario: str, name: str, concurrency: int = c) -> None:
+        if group in groups and name in available and scenario in scenarios:
+            cells.append(Cell(group, scenario, available[name], concurrency))
+
+    for scenario in scenarios:
+        add("paths", scenario, "caddy-h1")
+        if SCENARIOS[scenario].h2load:
+            add("paths", scenario, "caddy-h2")
+        add("paths", scenario, "direct-h1")
+    for scenario in profile.peer_scenarios:
+        add("peers", scenario, "uvicorn-h2")
+        add("peers", scenario, "granian-h2")
+    for name in ("respond-h1", "respond-h2", "bare-asgi-h1"):
+        add("ceilings", "healthz", name)
+    add("h3", "item", "py-h2")
+    add("h3", "item", "py-h3")
+    for concurrency in profile.sweep:
+        add("sweep", "item", "caddy-h2", concurrency)
+    return cells

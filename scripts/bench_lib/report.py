@@ -1,0 +1,312 @@
+"""The outputs: the terminal table, results.json, report.md and chart.png.
+
+Targets are ratios of medians from the same run; they are reported, never asserted.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench_lib.model import RunResult, summarise
+from bench_lib.plan import Cell
+from bench_lib.scenarios import SCENARIOS
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class TargetRatio:
+    name: str
+    description: str
+    numerator: str  # cell keys
+    denominator: str
+    goal: float
+
+
+def target_ratios(concurrency: int) -> list[TargetRatio]:
+    c = concurrency
+    return [
+        TargetRatio(
+            "stack_vs_direct",
+            "GET /items/{id}: the stack over HTTPS/HTTP/2 vs the app direct (HTTP/1.1)",
+            f"paths/item/caddy-h2/c{c}",
+            f"paths/item/direct-h1/c{c}",
+            0.7,
+        ),
+        TargetRatio(
+            "item_vs_healthz",
+            "through the stack (HTTP/2): GET /items/{id} vs /healthz (what the database costs)",
+            f"paths/item/caddy-h2/c{c}",
+            f"paths/healthz/caddy-h2/c{c}",
+            0.8,
+        ),
+        TargetRatio(
+            "hypercorn_vs_uvicorn",
+            "GET /items/{id} through the same Caddy (HTTP/2): Hypercorn vs uvicorn",
+            f"paths/item/caddy-h2/c{c}",
+            f"peers/item/uvicorn-h2/c{c}",
+            0.8,
+        ),
+        TargetRatio(
+            "h3_vs_h2",
+            "GET /items/{id} through Caddy, Python clients of equal cost: HTTP/3 vs HTTP/2 "
+            "(client-bound)",
+            f"h3/item/py-h3/c{c}",
+            f"h3/item/py-h2/c{c}",
+            0.9,
+        ),
+    ]
+
+
+def cell_records(cells: list[Cell], results: dict[str, list[RunResult]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "key": cell.key,
+            "group": cell.group,
+            "scenario": cell.scenario,
+            "scenario_title": SCENARIOS[cell.scenario].title,
+            "target": cell.target.name,
+            "server": cell.target.server,
+            "via": cell.target.via,
+            "protocol": cell.target.protocol,
+            "tool": cell.target.tool,
+            "url": cell.target.url,
+            "concurrency": cell.concurrency,
+            "summary": summarise(results[cell.key]),
+            "runs": [run.to_json() for run in results[cell.key]],
+        }
+        for cell in cells
+        if results[cell.key]
+    ]
+
+
+def targets(records: list[dict[str, Any]], concurrency: int) -> list[dict[str, Any]]:
+    by_key = {record["key"]: record["summary"] for record in records}
+    rows = []
+    for target in target_ratios(concurrency):
+        top, bottom = by_key.get(target.numerator), by_key.get(target.denominator)
+        ratio = None
+        if top and bottom and bottom["rps_median"]:
+            ratio = round(top["rps_median"] / bottom["rps_median"], 2)
+        rows.append(
+            {
+                "name": target.name,
+                "description": target.description,
+                "numerator": target.numerator,
+                "denominator": target.denominator,
+                "goal": target.goal,
+                "ratio": ratio,
+                "met": None if ratio is None else ratio >= target.goal,
+                # A ratio of figures that are not both valid is shown, but marked as such.
+                "valid": bool(top and bottom and top["valid"] and bottom["valid"]),
+            }
+        )
+    return rows
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+# --- the terminal table and the Markdown report ------------------------------------------------
+_HEADER = (
+    *("group", "scenario", "target", "c", "req/s (median)", "range"),
+    *("p50", "p90", "p99", "max", "failed", "gen CPU", "host CPU", "status"),
+)
+
+
+def _row(record: dict[str, Any]) -> tuple[str, ...]:
+    s = record["summary"]
+    latency = s["latency_ms"]
+    status = "ok" if s["valid"] else "INVALID: " + "; ".join(s["invalid_reasons"])
+    if s["client_bound"]:
+        status += " (client-bound)"
+    return (
+        record["group"],
+        record["scenario"],
+        record["target"],
+        str(record["concurrency"]),
+        f"{s['rps_median']:,.0f}",
+        f"{s['rps_min']:,.0f}-{s['rps_max']:,.0f}",
+        *(f"{latency[p]:.1f}" for p in ("p50", "p90", "p99", "max")),
+        str(s["failed"]),
+        f"{s['generator_cpu_max']:.0%}",
+        f"{s['host_cpu_max']:.0%}",
+        status,
+    )
+
+
+def terminal_table(records: list[dict[str, Any]], target_rows: list[dict[str, Any]]) -> str:
+    rows = [_HEADER, *(_row(r) for r in records)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER) - 1)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + "  "
+        + row[-1]
+        for row in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append("latency in ms; range = min-max over the repetitions")
+    lines.append("")
+    for t in target_rows:
+        ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f}"
+        verdict = "" if t["met"] is None else ("met" if t["met"] else "MISSED")
+        caveat = "" if t["valid"] else " (from invalid runs)"
+        lines.append(f"target {t['name']}: {ratio} (goal >= {t['goal']}) {verdict}{caveat}")
+    return "\n".join(lines)
+
+
+def _markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def markdown(document: dict[str, Any], chart: str | None) -> str:
+    env, settings, records = document["environment"], document["settings"], document["cells"]
+    lines = [
+        "# scripts/bench report",
+        "",
+        f"Run {document['started']} ({document['mode']}), command: `{settings['command']}`.",
+        f"Host: {env['host']['cpu_model']}, {env['host']['cpus']} CPUs, "
+        f"kernel {env['host']['kernel']}; generator pinned: {settings['pin']}.",
+        f"Each cell: {settings['warmup_s']} s warm-up, {settings['duration_s']} s measured, "
+        f"{settings['repetitions']} interleaved repetition(s); figures are medians with the "
+        "min-max range. A run is invalid when any request failed or the load generator "
+        "saturated its core. gen CPU: the generator's share of one core; host CPU: the whole "
+        "machine's busy share of all its CPUs (near 100 %, the box itself is the limit).",
+        "",
+    ]
+    if chart:
+        lines += [f"![throughput and latency]({chart})", ""]
+    lines += ["## Targets (ratios of medians from this run)", ""]
+    lines += _markdown_table(
+        ("target", "ratio", "goal", "verdict"),
+        [
+            (
+                t["description"],
+                "n/a" if t["ratio"] is None else f"{t['ratio']:.2f}",
+                f">= {t['goal']}",
+                ("n/a" if t["met"] is None else "met" if t["met"] else "missed")
+                + ("" if t["valid"] else " (invalid runs)"),
+            )
+            for t in document["targets"]
+        ],
+    )
+    lines += ["", "## Every cell", ""]
+    lines += _markdown_table(_HEADER, [_row(r) for r in records])
+    lines += ["", "Latency in ms.", "", "## Containers (docker stats, mean CPU % of one core)", ""]
+    lines += _markdown_table(
+        ("cell", "containers"),
+        [
+            (
+                r["key"],
+                ", ".join(
+                    f"{name} {v['cpu_percent']:.0f}% {v['memory_mib']:.0f} MiB"
+                    for name, v in r["runs"][-1]["stats"].items()
+                )
+                or "-",
+            )
+            for r in records
+        ],
+    )
+    if document["soak"]:
+        lines += _soak_section(document["soak"], settings)
+    lines += ["", "## Environment", "", "```json", json.dumps(env, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def _soak_section(soak: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """Window by window, so that drift (latency, memory) and errors over time are visible."""
+    s = soak["summary"]
+    lines = [
+        "",
+        f"## Soak: mixed scenario, {settings['soak_rate']:.0f} req/s asked, "
+        f"{settings['soak_s']:.0f} s, {soak['concurrency']} connections via {soak['target']}",
+        "",
+        f"{s['requests']} requests, {s['failed']} failed; median {s['rps_median']:.0f} req/s "
+        f"(range {s['rps_min']:.0f}-{s['rps_max']:.0f}), "
+        f"worst latency {s['latency_ms']['max']} ms.",
+        "",
+    ]
+    rows = []
+    for number, window in enumerate(soak["windows"], start=1):
+        latency = window["latency_ms"]
+        memory = ", ".join(
+            f"{name} {v['memory_mib']:.0f} MiB" for name, v in window["stats"].items()
+        )
+        rows.append(
+            (
+                str(number),
+                f"{window['rps']:.0f}",
+                *(f"{latency[p]:.1f}" for p in ("p50", "p99", "max")),
+                str(window["failed"]),
+                memory or "-",
+            )
+        )
+    return lines + _markdown_table(
+        ("window", "req/s", "p50 ms", "p99 ms", "max ms", "failed", "memory"), rows
+    )
+
+
+# --- the chart -----------------------------------------------------------------------------------
+def chart(records: list[dict[str, Any]], path: Path) -> None:
+    """Throughput (median, min-max bars) and latency percentiles per scenario and path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    main = [r for r in records if r["group"] != "sweep"]
+    sweep = sorted(
+        (r for r in records if r["scenario"] == "item" and r["target"] == "caddy-h2"),
+        key=lambda r: r["concurrency"],
+    )
+    panels = 3 if len(sweep) > 1 else 2
+    figure, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 0.32 * len(main) + 2.2))
+    labels = [f"{r['scenario']} · {r['target']}" for r in main]
+    positions = list(range(len(main)))
+    medians = [r["summary"]["rps_median"] for r in main]
+    errors = [
+        [m - r["summary"]["rps_min"] for m, r in zip(medians, main, strict=True)],
+        [r["summary"]["rps_max"] - m for m, r in zip(medians, main, strict=True)],
+    ]
+    colours = [
+        "#bbbbbb" if not r["summary"]["valid"] else "#4c72b0" if r["via"] == "caddy" else "#55a868"
+        for r in main
+    ]
+    axes[0].barh(positions, medians, xerr=errors, color=colours)
+    axes[0].set_yticks(positions, labels, fontsize=8)
+    axes[0].invert_yaxis()
+    axes[0].set_xscale("log")  # ceilings are 10x the app: ratios stay readable
+    axes[0].set_xlabel("requests/s (median, min-max; log); grey = invalid run")
+    for offset, (name, colour) in enumerate(
+        (("p50", "#4c72b0"), ("p90", "#dd8452"), ("p99", "#c44e52"))
+    ):
+        axes[1].barh(
+            [p + (offset - 1) * 0.27 for p in positions],
+            [r["summary"]["latency_ms"][name] for r in main],
+            height=0.27,
+            color=colour,
+            label=name,
+        )
+    axes[1].set_yticks(positions, [""] * len(positions))
+    axes[1].invert_yaxis()
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("latency, ms (log)")
+    axes[1].legend(fontsize=8)
+    if panels == 3:
+        levels = [r["concurrency"] for r in sweep]
+        axes[2].plot(levels, [r["summary"]["rps_median"] for r in sweep], "o-", label="req/s")
+        axes[2].set_xscale("log", base=2)
+        axes[2].set_xlabel("concurrency: GET /items/{id}, Caddy HTTP/2")
+        axes[2].set_ylabel("requests/s")
+        p99 = axes[2].twinx()
+        p99.plot(levels, [r["summary"]["latency_ms"]["p99"] for r in sweep], "s--", color="#c44e52")
+        p99.set_ylabel("p99 ms", color="#c44e52")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)

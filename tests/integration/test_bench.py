@@ -1,0 +1,140 @@
+"""scripts/bench --quick on its own stack (compose.yaml + compose.bench.yaml): every output is
+written with the documented structure, every scenario and path ran, and no request failed.
+Speed is never asserted: the figures are reported, not tested."""
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.integration.stack import ROOT
+
+PROJECT = "service-bench-ci"
+# Its own project, image tag and loopback ports: never collides with the other test stacks or
+# with a developer's `scripts/bench` (service-bench, 38xxx).
+BENCH_ENV = f"""\
+COMPOSE_PROJECT_NAME={PROJECT}
+PUBLISH_ADDRESS=127.0.0.1
+HTTP_PORT=39080
+HTTPS_PORT=39443
+BENCH_APP_PORT=39000
+BENCH_CEILING_ASGI_PORT=39001
+BENCH_UVICORN_PORT=39444
+BENCH_GRANIAN_PORT=39445
+BENCH_CEILING_CADDY_PORT=39446
+APP_REPLICAS=1
+APP_VERSION=bench-ci
+APP_IMAGE=service:bench-ci
+PROXY_IMAGE=service-proxy:bench-ci
+"""
+SCENARIOS = {"healthz", "item", "create", "list", "mixed"}
+TARGETS = {
+    "caddy-h1",
+    "caddy-h2",
+    "direct-h1",
+    "uvicorn-h2",
+    "granian-h2",
+    "respond-h1",
+    "respond-h2",
+    "bare-asgi-h1",
+    "py-h2",
+    "py-h3",
+}
+LATENCIES = {"p50", "p90", "p99", "max"}
+
+
+@pytest.fixture(scope="module")
+def output(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("bench")
+    env_file = workdir / "bench.env"
+    env_file.write_text(BENCH_ENV)
+    out = workdir / "out"
+    done = subprocess.run(
+        [ROOT / "scripts" / "bench", "--quick", "--env-file", env_file, "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    print(done.stdout)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(output: Path) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((output / "results.json").read_text())
+    return document
+
+
+def test_help_explains_the_command() -> None:
+    done = subprocess.run(
+        [ROOT / "scripts" / "bench", "--help"], capture_output=True, text=True, check=True
+    )
+    for option in ("--quick", "--soak", "--url", "--pin"):
+        assert option in done.stdout
+
+
+def test_every_output_is_written(output: Path) -> None:
+    assert (output / "chart.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    report = (output / "report.md").read_text()
+    assert "## Targets" in report
+    assert "![throughput and latency](chart.png)" in report
+
+
+def test_results_record_the_environment_and_settings(results: dict[str, Any]) -> None:
+    assert results["schema"] == 1
+    assert results["mode"] == "quick"
+    assert {"cpu_model", "cpus", "kernel"} <= results["environment"]["host"].keys()
+    assert {"wrk", "h2load", "docker", "compose"} <= results["environment"]["tools"].keys()
+    containers = results["environment"]["containers"]
+    assert any(c.get("packages", {}).get("hypercorn") for c in containers.values())
+    assert any(c.get("packages", {}).get("uvicorn") for c in containers.values())
+    assert any(c.get("caddy") for c in containers.values()), containers
+    settings = results["settings"]
+    assert settings["repetitions"] >= 1
+    assert settings["duration_s"] > 0
+
+
+def test_every_scenario_path_peer_and_ceiling_ran(results: dict[str, Any]) -> None:
+    cells = results["cells"]
+    assert {cell["scenario"] for cell in cells} == SCENARIOS
+    assert {cell["target"] for cell in cells} == TARGETS
+    assert {cell["group"] for cell in cells} >= {"paths", "peers", "ceilings", "h3"}
+
+
+def test_no_request_failed_in_any_cell(results: dict[str, Any]) -> None:
+    for cell in results["cells"]:
+        summary = cell["summary"]
+        assert summary["failed"] == 0, cell["key"]
+        assert summary["requests"] > 0, cell["key"]
+        assert summary["latency_ms"].keys() == LATENCIES
+        assert summary["rps_min"] <= summary["rps_median"] <= summary["rps_max"]
+        for run in cell["runs"]:
+            assert run["failed"] == 0, cell["key"]
+            assert not any("failed" in reason for reason in run["invalid"]), cell["key"]
+            assert run["generator_cpu"] >= 0
+
+
+def test_containers_are_measured(results: dict[str, Any]) -> None:
+    direct = next(c for c in results["cells"] if c["target"] == "direct-h1")
+    stats = direct["runs"][0]["stats"]
+    assert any("-app-" in name for name in stats), stats
+    assert all({"cpu_percent", "memory_mib"} == figures.keys() for figures in stats.values())
+
+
+def test_targets_are_reported_as_ratios(results: dict[str, Any]) -> None:
+    names = {t["name"] for t in results["targets"]}
+    assert names == {"stack_vs_direct", "item_vs_healthz", "hypercorn_vs_uvicorn", "h3_vs_h2"}
+    for target in results["targets"]:
+        assert isinstance(target["ratio"], float), target
+
+
+def test_the_bench_stack_is_stopped(output: Path) -> None:
+    left = docker.from_env().containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={PROJECT}"}
+    )
+    assert not left, [c.name for c in left]
