@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "jobs"
 LISTENER_HEARTBEAT_SECONDS = 5.0
+# A listener has nothing to flush: a slow close (say, while a heartbeat query is being
+# cancelled) must not hold up shutdown; past this the socket is just closed.
+LISTENER_CLOSE_SECONDS = 2.0
 
 
 class JobEvents:
@@ -71,7 +74,7 @@ class JobEvents:
                 await asyncio.sleep(LISTENER_HEARTBEAT_SECONDS)
                 await connection.execute("SELECT 1")
         finally:
-            await asyncio.shield(_close_quietly(connection, settings.db_close_timeout))
+            await asyncio.shield(_close_quietly(connection, LISTENER_CLOSE_SECONDS))
 
 
 async def _close_quietly(connection: asyncpg.Connection, within: float) -> None:

@@ -4,13 +4,16 @@ Postgres (the stack's postgres:17 image) started once per session by testcontain
 Each test gets a database of its own, so tests never see each other's rows.
 """
 
+import tomllib
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from starlette.types import ASGIApp
 from testcontainers.community.postgres import PostgresContainer
 
 from service.db.migrate import apply_migrations
@@ -19,6 +22,15 @@ from service.main import create_app
 from service.settings import Settings
 
 POSTGRES_IMAGE = "postgres:17"
+ROOT = Path(__file__).resolve().parents[2]
+# The bounds the app has in production: Hypercorn's shutdown_timeout, and start-up room for
+# the pool and the migrations (asgi-lifespan's default is 5 s for both).
+SHUTDOWN_TIMEOUT = tomllib.loads((ROOT / "hypercorn.toml").read_text())["shutdown_timeout"]
+STARTUP_TIMEOUT = 30
+
+
+def run_lifespan(app: ASGIApp) -> LifespanManager:
+    return LifespanManager(app, startup_timeout=STARTUP_TIMEOUT, shutdown_timeout=SHUTDOWN_TIMEOUT)
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +74,7 @@ def settings(database_url: str) -> Settings:
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with (
-        LifespanManager(app) as manager,
+        run_lifespan(app) as manager,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(manager.app), base_url="http://testserver"
         ) as http,

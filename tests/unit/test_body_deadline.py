@@ -6,11 +6,10 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
-from asgi_lifespan import LifespanManager
 from starlette.types import Message
 
 from service.main import create_app
-from tests.unit.conftest import make_settings
+from tests.unit.conftest import make_settings, run_lifespan
 
 
 async def post_slowly(
@@ -46,7 +45,7 @@ async def post_slowly(
 
 @pytest.fixture
 async def app(database_url: str) -> AsyncIterator[object]:
-    async with LifespanManager(
+    async with run_lifespan(
         create_app(make_settings(database_url, request_body_timeout=0.5))
     ) as manager:
         yield manager.app

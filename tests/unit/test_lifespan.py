@@ -6,14 +6,13 @@ import logging
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from service.db.migrate import apply_migrations
 from service.db.pool import open_pool
 from service.jobs.supervisor import supervise
 from service.main import create_app
 from service.settings import Settings
-from tests.unit.conftest import make_settings
+from tests.unit.conftest import make_settings, run_lifespan
 
 
 async def test_replicas_starting_together_apply_migrations_once(database_url: str) -> None:
@@ -27,7 +26,7 @@ async def test_replicas_starting_together_apply_migrations_once(database_url: st
 
 async def test_two_apps_start_together_on_a_fresh_database(database_url: str) -> None:
     apps = [create_app(make_settings(database_url)) for _ in range(2)]
-    async with LifespanManager(apps[0]), LifespanManager(apps[1]):
+    async with run_lifespan(apps[0]), run_lifespan(apps[1]):
         pass
     connection = await asyncpg.connect(database_url)
     try:
@@ -41,7 +40,7 @@ async def test_shutdown_releases_running_jobs_and_closes_the_pool(
 ) -> None:
     caplog.set_level(logging.INFO)
     app = create_app(settings)
-    async with LifespanManager(app) as manager:
+    async with run_lifespan(app) as manager:
         http = httpx.AsyncClient(transport=httpx.ASGITransport(manager.app), base_url="http://t")
         async with http:
             job = await http.post("/jobs", json={"kind": "sleep", "payload": {"seconds": 60}})
@@ -73,7 +72,7 @@ async def test_startup_gives_up_when_the_database_never_comes() -> None:
     )
     app = create_app(settings)
     with pytest.raises(ConnectionRefusedError):
-        async with asyncio.timeout(10), LifespanManager(app):
+        async with asyncio.timeout(10), run_lifespan(app):
             pass
 
 

@@ -10,11 +10,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from testcontainers.community.postgres import PostgresContainer
 
 from service.main import create_app
-from tests.unit.conftest import POSTGRES_IMAGE, make_settings
+from tests.unit.conftest import POSTGRES_IMAGE, make_settings, run_lifespan
 
 
 def free_port() -> int:
@@ -38,7 +37,7 @@ async def outage_client(own_postgres: PostgresContainer) -> AsyncIterator[httpx.
     )
     app = create_app(settings)
     async with (
-        LifespanManager(app) as manager,
+        run_lifespan(app) as manager,
         httpx.AsyncClient(transport=httpx.ASGITransport(manager.app), base_url="http://t") as c,
     ):
         yield c
