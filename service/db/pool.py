@@ -76,7 +76,8 @@ async def open_pool(settings: Settings) -> AsyncIterator[Pool]:
 
 async def _close(pool: Pool, within: float) -> None:
     try:
-        await asyncio.wait_for(pool.close(), within)
+        async with asyncio.timeout(within):
+            await pool.close()
         log.info("database pool closed")
     except TimeoutError:
         pool.terminate()

@@ -37,8 +37,11 @@ class JobEvents:
             event.set()
 
     async def wait_for_work(self, within: float) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancellation that
+        # arrives as the event is set (cpython#86296), and shutdown would wait on this worker.
         with suppress(TimeoutError):
-            await asyncio.wait_for(self._work_available.wait(), within)
+            async with asyncio.timeout(within):
+                await self._work_available.wait()
         self._work_available.clear()
 
     @contextmanager
@@ -79,6 +82,7 @@ class JobEvents:
 
 async def _close_quietly(connection: asyncpg.Connection, within: float) -> None:
     try:
-        await asyncio.wait_for(connection.close(), within)
+        async with asyncio.timeout(within):
+            await connection.close()
     except (OSError, TimeoutError, asyncpg.InterfaceError):
         connection.terminate()

@@ -107,10 +107,8 @@ class Worker:
 
     async def _release(self, job: ClaimedJob) -> bool:
         try:
-            return await asyncio.wait_for(
-                queries.release(self._pool, job.id, self.name),
-                self._settings.job_release_timeout,
-            )
+            async with asyncio.timeout(self._settings.job_release_timeout):
+                return await queries.release(self._pool, job.id, self.name)
         except DATABASE_UNAVAILABLE:
             # The lease will expire and another worker will claim the job again.
             log.warning(

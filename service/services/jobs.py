@@ -71,4 +71,5 @@ class JobService:
                 if job.state in FINISHED or remaining <= 0:
                     return job
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(remaining, RECHECK_SECONDS))
+                    async with asyncio.timeout(min(remaining, RECHECK_SECONDS)):
+                        await changed.wait()
