@@ -13,7 +13,7 @@ from service.jobs.handlers import DEFAULT_HANDLERS, JobHandler
 from service.lifespan import lifespan
 from service.logs import configure_logging
 from service.metrics import Metrics
-from service.middleware import RequestBodyDeadline, RequestContextMiddleware
+from service.middleware import RequestBodyGuard, RequestContextMiddleware
 from service.settings import Settings
 
 
@@ -47,8 +47,8 @@ def create_app(
     trusts exactly one hop (Caddy) for X-Forwarded-For/-Proto/-Host.
     """
     api = create_api(settings, handlers)
-    deadline = RequestBodyDeadline(api, api.state.settings.request_body_timeout)
-    context = RequestContextMiddleware(deadline, api.state.metrics)
+    guarded = RequestBodyGuard(api, api.state.settings.request_body_timeout)
+    context = RequestContextMiddleware(guarded, api.state.metrics)
     # Hypercorn types ASGI apps with its own (equivalent) protocol types.
     proxied = ProxyFixMiddleware(context, mode="legacy", trusted_hops=1)  # type: ignore[arg-type]
     return proxied  # type: ignore[return-value]

@@ -5,6 +5,7 @@ import asyncio
 import re
 import time
 import uuid
+from contextlib import suppress
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -53,14 +54,18 @@ class RequestContextMiddleware:
             request_id.reset(token)
 
 
-class RequestBodyDeadline:
-    """A request body must arrive within `seconds` of the request's start, or the request is
-    answered 408 and its connection closed.
+class RequestBodyGuard:
+    """The request body's lifecycle, which neither Caddy nor Hypercorn guards:
 
-    Caddy's read_body timeout does not bound a body that it streams to the app (every read
-    resets it), so a client trickling a byte a second would hold a connection for ever. The
-    408 is raised from `receive`, where FastAPI reads the body, so the app's error handlers
-    answer it (problem details). Reads after the body (waiting for a disconnect) are unbounded.
+    - it must arrive within `seconds` of the request's start, or the request is answered 408
+      and its connection closed. Caddy's read_body timeout does not bound a body that it
+      streams to the app (every read resets it), so a client trickling a byte a second would
+      hold a connection for ever. The 408 is raised from `receive`, where FastAPI reads the
+      body, so the app's error handlers answer it (problem details);
+    - it is read to its end before the response ends, even when the app never looked at it
+      (a 404 or 405). Hypercorn closes a connection whose request body is unfinished when the
+      response ends, without a `Connection: close`; Caddy would then send the next request on
+      that dead connection and answer a non-idempotent one with 502.
     """
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
@@ -88,4 +93,12 @@ class RequestBodyDeadline:
             body_received = message["type"] != "http.request" or not message.get("more_body")
             return message
 
-        await self.app(scope, receive_in_time, send)
+        async def send_after_body(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                # Past the deadline Hypercorn closes the connection, as it should.
+                with suppress(HTTPException):
+                    while not body_received:
+                        await receive_in_time()
+            await send(message)
+
+        await self.app(scope, receive_in_time, send_after_body)

@@ -1,5 +1,5 @@
-"""The request-body deadline, driven as Hypercorn drives the app: an ASGI receive channel
-whose body arrives in pieces, some too slowly; the app runs with its lifespan on Postgres."""
+"""The request body's guard, driven as Hypercorn drives the app: an ASGI receive channel whose
+body arrives in pieces, some too slowly; the app runs with its lifespan on Postgres."""
 
 import asyncio
 import json
@@ -13,9 +13,15 @@ from tests.unit.conftest import make_settings, run_lifespan
 
 
 async def post_slowly(
-    app: object, chunks: list[bytes], pause: float
+    app: object,
+    chunks: list[bytes],
+    pause: float,
+    method: str = "POST",
+    log: list[str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """POST /items with the body in `chunks`, `pause` seconds apart."""
+    """METHOD /items with the body in `chunks`, `pause` seconds apart; `log` records the order
+    of body chunks taken and response messages sent."""
+    events = log if log is not None else []
     incoming: asyncio.Queue[Message] = asyncio.Queue()
     sent: list[Message] = []
 
@@ -26,17 +32,23 @@ async def post_slowly(
                 {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
             )
 
+    async def receive() -> Message:
+        message = await incoming.get()
+        events.append("more body" if message["more_body"] else "body end")
+        return message
+
     async def send(message: Message) -> None:
+        events.append(message["type"])
         sent.append(message)
 
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
         "scheme": "http", "path": "/items", "raw_path": b"/items", "query_string": b"",
         "headers": [(b"host", b"test"), (b"content-type", b"application/json")],
         "client": ("127.0.0.1", 1), "server": ("test", 80), "root_path": "",
     }  # fmt: skip
     feeder = asyncio.create_task(feed())
-    await app(scope, incoming.get, send)  # type: ignore[operator]
+    await app(scope, receive, send)  # type: ignore[operator]
     feeder.cancel()
     start = sent[0]
     headers = {k.decode(): v.decode() for k, v in start["headers"]}
@@ -65,3 +77,15 @@ async def test_a_body_within_the_deadline_reaches_the_route(app: object) -> None
     status, _, body = await asyncio.wait_for(post_slowly(app, chunks, pause=0.1), 5)
     assert status == 201
     assert json.loads(body)["name"] == "in time"
+
+
+async def test_a_body_the_app_never_reads_is_consumed_before_the_response_ends(
+    app: object,
+) -> None:
+    # PUT /items is a 405: the app answers without reading the body. Hypercorn would close
+    # the connection (without saying so) unless the body is read before the response ends.
+    log: list[str] = []
+    chunks = [b'{"name": ', b'"x"}']
+    status, _, _ = await asyncio.wait_for(post_slowly(app, chunks, 0.2, "PUT", log), 5)
+    assert status == 405
+    assert log == ["http.response.start", "more body", "body end", "http.response.body"]
