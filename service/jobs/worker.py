@@ -47,7 +47,7 @@ class Worker:
 
     async def run(self) -> None:
         while True:
-            job = await queries.claim(self._pool, self.name, self._settings.job_lease_seconds)
+            job = await self._claim()
             if job is None:
                 await self._events.wait_for_work(self._settings.job_poll_interval)
                 continue
@@ -59,23 +59,51 @@ class Worker:
         try:
             result = await self._execute(job)
         except asyncio.CancelledError:
-            released = await asyncio.shield(self._release(job))
-            log.info("job released on cancellation", extra={**context, "released": released})
-            self._metrics.jobs_finished.labels(job.kind, "released").inc()
+            await self._put_back(job)
             raise
         except LeaseLost:
             log.warning("job lease lost; another worker owns it", extra=context)
             self._metrics.jobs_finished.labels(job.kind, "lease_lost").inc()
         except Exception as error:
-            state = await queries.fail(self._pool, job.id, self.name, _describe(error))
+            # Outcomes are shielded: a shutdown must not discard a finished attempt.
+            state = await asyncio.shield(
+                queries.fail(self._pool, job.id, self.name, _describe(error))
+            )
             log.warning("job failed", exc_info=True, extra={**context, "state": state})
             self._metrics.jobs_finished.labels(
                 job.kind, "failed" if state == "failed" else "retry"
             ).inc()
         else:
-            await queries.complete(self._pool, job.id, self.name, result)
+            await asyncio.shield(queries.complete(self._pool, job.id, self.name, result))
             log.info("job done", extra=context)
             self._metrics.jobs_finished.labels(job.kind, "done").inc()
+
+    async def _claim(self) -> ClaimedJob | None:
+        """The next job, if any. A cancellation that lands while the claim is in flight waits
+        for its answer: Postgres may have committed it, and a job claimed by a worker that is
+        gone would otherwise sit ``running`` until its lease expires."""
+        claiming = asyncio.ensure_future(
+            queries.claim(self._pool, self.name, self._settings.job_lease_seconds)
+        )
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            try:
+                job = await asyncio.shield(claiming)
+            except Exception:
+                job = None  # a claim that failed took nothing
+            if job is not None:
+                await self._put_back(job)
+            raise
+
+    async def _put_back(self, job: ClaimedJob) -> None:
+        """Cancellation cleanup: the job returns to the queue; shielded, as it must finish."""
+        released = await asyncio.shield(self._release(job))
+        log.info(
+            "job released on cancellation",
+            extra={"job_id": str(job.id), "kind": job.kind, "released": released},
+        )
+        self._metrics.jobs_finished.labels(job.kind, "released").inc()
 
     async def _execute(self, job: ClaimedJob) -> dict[str, Any]:
         handler = self._handlers.get(job.kind)

@@ -4,6 +4,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -14,6 +15,7 @@ from service.jobs.events import JobEvents
 from service.jobs.handlers import DEFAULT_HANDLERS
 from service.jobs.worker import Worker
 from service.metrics import Metrics
+from service.models import ClaimedJob
 from service.settings import Settings
 
 
@@ -47,6 +49,15 @@ async def running(worker: Worker) -> AsyncIterator[None]:
             await task
 
 
+async def cancel_once(worker: Worker, reached: asyncio.Event) -> None:
+    """Runs the worker until it reaches the event, then cancels it, as shutdown does."""
+    task = asyncio.create_task(worker.run())
+    await reached.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_cancelled_worker_puts_its_job_back_and_reraises(
     pool: Pool, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -63,6 +74,50 @@ async def test_cancelled_worker_puts_its_job_back_and_reraises(
     row = await job_row(pool, job.id)
     assert row == {"state": "queued", "attempts": 0, "lease_owner": None, "result": None}
     assert any(r.message == "job released on cancellation" for r in caplog.records)
+
+
+async def test_cancellation_during_a_claim_puts_the_claimed_job_back(
+    pool: Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Postgres can commit a claim whose answer the worker is cancelled before reading (a
+    replica shutting down is woken by another one's release): the job must go back to the
+    queue now, not wait out its lease."""
+    job = await queries.insert(pool, "sleep", {"seconds": 60}, 3)
+    committed = asyncio.Event()
+    real_claim = queries.claim
+
+    async def claim_answering_late(
+        pool: Pool, owner: str, lease_seconds: float
+    ) -> ClaimedJob | None:
+        claimed = await real_claim(pool, owner, lease_seconds)
+        committed.set()
+        await asyncio.sleep(0.5)  # the answer is still on its way when the cancellation lands
+        return claimed
+
+    monkeypatch.setattr(queries, "claim", claim_answering_late)
+    await cancel_once(make_worker(pool, settings), committed)
+
+    row = await job_row(pool, job.id)
+    assert row == {"state": "queued", "attempts": 0, "lease_owner": None, "result": None}
+
+
+async def test_cancellation_while_recording_the_outcome_keeps_the_outcome(
+    pool: Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = await queries.insert(pool, "sleep", {"seconds": 0}, 3)
+    recording = asyncio.Event()
+    real_complete = queries.complete
+
+    async def slow_complete(pool: Pool, job_id: UUID, owner: str, result: dict[str, Any]) -> bool:
+        recording.set()
+        await asyncio.sleep(0.3)  # the cancellation lands while the outcome is on its way
+        return await real_complete(pool, job_id, owner, result)
+
+    monkeypatch.setattr(queries, "complete", slow_complete)
+    await cancel_once(make_worker(pool, settings), recording)
+
+    await wait_for_state(pool, job.id, "done", within=5)
+    assert (await job_row(pool, job.id))["attempts"] == 1
 
 
 async def test_job_of_a_dead_worker_is_claimed_again_when_its_lease_expires(
