@@ -4,6 +4,7 @@ SIGTERM to the app containers while requests and jobs are in flight."""
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -25,6 +26,13 @@ def stack(own_stack: Stack) -> Stack:
     return own_stack
 
 
+@pytest.fixture(autouse=True)
+def apps_serving_after(stack: Stack) -> Iterator[None]:
+    """Each test leaves the replicas serving, even one that failed with them stopped."""
+    yield
+    start_apps(stack)
+
+
 def sigterm_and_wait(stack: Stack, containers: list[Container]) -> list[tuple[int, float]]:
     """SIGTERM every container at once; each one's exit code and seconds to exit."""
     grace = float(stack.env["GRACEFUL_TIMEOUT"]) + 15  # + hypercorn.toml shutdown_timeout
@@ -42,8 +50,10 @@ def sigterm_and_wait(stack: Stack, containers: list[Container]) -> list[tuple[in
 
 
 def start_apps(stack: Stack) -> None:
+    """Starts the app replicas that are stopped and waits until the stack serves again."""
     for container in stack.containers("app"):
-        container.start()
+        if container.status != "running":
+            container.start()
     for container in stack.containers("app"):
         stack.wait_healthy(container)
     stack.wait_until_serving()
@@ -58,6 +68,17 @@ def job_state(stack: Stack, job_id: str) -> tuple[str, int]:
         "|"
     )
     return state, int(attempts)
+
+
+def job_history(stack: Stack, containers: list[Container], job_id: str) -> str:
+    """What the replicas logged about one job and about their shutdown, in time order."""
+    lines = [
+        f"{line.get('time')} {container.name} {line.get('message')}"
+        for container in containers
+        for line in stack.logs(container)
+        if line.get("job_id") == job_id or str(line.get("message")).startswith("shutdown")
+    ]
+    return "\n".join(sorted(lines))
 
 
 def test_in_flight_long_poll_completes_and_the_app_exits_cleanly(stack: Stack) -> None:
@@ -85,7 +106,6 @@ def test_in_flight_long_poll_completes_and_the_app_exits_cleanly(stack: Stack) -
         logged = messages(stack, container)
         for expected in LIFESPAN_SHUTDOWN:
             assert expected in logged, (container.name, expected)
-    start_apps(stack)
 
 
 def test_running_job_is_released_by_cancellation_then_completed(stack: Stack) -> None:
@@ -99,7 +119,9 @@ def test_running_job_is_released_by_cancellation_then_completed(stack: Stack) ->
     apps = stack.containers("app")
     exits = sigterm_and_wait(stack, apps)
     assert [code for code, _ in exits] == [0] * len(apps)
-    assert job_state(stack, job["id"]) == ("queued", 0), "not released by the cancellation"
+    assert job_state(stack, job["id"]) == ("queued", 0), (
+        "not released by the cancellation:\n" + job_history(stack, apps, job["id"])
+    )
     released = [m for c in apps for m in messages(stack, c) if m == "job released on cancellation"]
     assert released, "no worker logged the release"
 
