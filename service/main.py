@@ -26,8 +26,6 @@ def create_api(
         title="service",
         version=settings.version,
         lifespan=lifespan,
-        # Unknown routes and methods answer with problem details too; docs stay available.
-        openapi_url="/openapi.json",
     )
     api.state.settings = settings
     api.state.handlers = handlers if handlers is not None else DEFAULT_HANDLERS
