@@ -16,7 +16,8 @@ import httpx
 from docker.models.containers import Container
 from testcontainers.compose import DockerCompose
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.project import ROOT
+
 TEST_ENV = Path(__file__).with_name("test.env")
 CA_IN_PROXY = "/data/caddy/pki/authorities/local/root.crt"
 

@@ -10,7 +10,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.integration.stack import ROOT
+from tests.project import ROOT
 
 PROJECT = "service-bench-ci"
 # Its own project, image tag and loopback ports: never collides with the other test stacks or

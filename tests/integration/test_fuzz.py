@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import ROOT, Stack
+from tests.integration.stack import Stack
+from tests.project import ROOT
 
 # Per operation and phase; with the fixed seed a run takes about half a minute on two cores.
 EXAMPLES = 300

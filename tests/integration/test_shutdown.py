@@ -12,6 +12,7 @@ from docker.models.containers import Container
 
 from tests.integration.stack import Stack
 from tests.integration.traffic import SteadyTraffic
+from tests.project import HYPERCORN
 
 LIFESPAN_SHUTDOWN = (
     "shutdown: cancelling background tasks",
@@ -35,7 +36,7 @@ def apps_serving_after(stack: Stack) -> Iterator[None]:
 
 def sigterm_and_wait(stack: Stack, containers: list[Container]) -> list[tuple[int, float]]:
     """SIGTERM every container at once; each one's exit code and seconds to exit."""
-    grace = float(stack.env["GRACEFUL_TIMEOUT"]) + 15  # + hypercorn.toml shutdown_timeout
+    grace = float(stack.env["GRACEFUL_TIMEOUT"]) + HYPERCORN["shutdown_timeout"]
     started = time.monotonic()
     for container in containers:
         container.kill(signal="SIGTERM")

@@ -4,10 +4,8 @@ Postgres (the stack's postgres:17 image) started once per session by testcontain
 Each test gets a database of its own, so tests never see each other's rows.
 """
 
-import tomllib
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -20,12 +18,12 @@ from service.db.migrate import apply_migrations
 from service.db.pool import Pool, open_pool
 from service.main import create_app
 from service.settings import Settings
+from tests.project import HYPERCORN
 
 POSTGRES_IMAGE = "postgres:17"
-ROOT = Path(__file__).resolve().parents[2]
 # The bounds the app has in production: Hypercorn's shutdown_timeout, and start-up room for
 # the pool and the migrations (asgi-lifespan's default is 5 s for both).
-SHUTDOWN_TIMEOUT = tomllib.loads((ROOT / "hypercorn.toml").read_text())["shutdown_timeout"]
+SHUTDOWN_TIMEOUT = HYPERCORN["shutdown_timeout"]
 STARTUP_TIMEOUT = 30
 
 
