@@ -11,7 +11,8 @@ from pathlib import Path
 
 import docker
 
-from tests.integration.stack import ROOT, Stack
+from tests.integration.stack import Stack
+from tests.project import ROOT
 
 
 def git(clone: Path, *args: str) -> str:
@@ -44,22 +45,19 @@ def make_clone(work: Path) -> tuple[Path, dict[str, str]]:
 @dataclass
 class Release:
     clone: Path
-    env_file: Path
     stack: Stack
     commits: dict[str, str]
 
     @classmethod
     def prepare(cls, work: Path, project: str, env: dict[str, str]) -> "Release":
         clone, commits = make_clone(work)
-        env_file = work / f"{project}.deploy.env"
-        env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
         stack = Stack(project, work, env=env, swarm=env.get("DEPLOY_MODE") == "swarm")
-        return cls(clone, env_file, stack, commits)
+        return cls(clone, stack, commits)
 
     def deploy(self, *args: str) -> subprocess.CompletedProcess[str]:
         started = time.monotonic()
         result = subprocess.run(
-            [str(self.clone / "scripts" / "deploy"), str(self.env_file), *args],
+            [str(self.clone / "scripts" / "deploy"), str(self.stack.env_file), *args],
             cwd=self.clone,
             capture_output=True,
             text=True,
