@@ -84,6 +84,11 @@ def app_connections(stack: Stack) -> dict[str, int]:
     return {state: int(count) for state, count in pairs}
 
 
+def app_connection_bound(stack: Stack) -> int:
+    """The most connections to Postgres the replicas may hold: each pool, plus each LISTEN."""
+    return sum(int(pool_max) + 1 for pool_max in app_metric(stack, "db_pool_max"))
+
+
 def eventually(check: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
     """Whether `check` held at some point within `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -5,7 +5,6 @@ warm-up, and the database connections within the pools' bound."""
 import asyncio
 import os
 import threading
-import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
@@ -13,7 +12,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from tests.integration.abuse import app_connections, app_metric
+from tests.integration.abuse import app_connection_bound, app_connections, eventually
 from tests.integration.stack import Stack
 
 WARM_UP_SECONDS = 15
@@ -118,7 +117,7 @@ class Sampler(threading.Thread):
 
 def test_a_steady_mix_of_reads_writes_and_jobs(stack: Stack) -> None:
     replicas = len(stack.containers("app"))
-    connection_bound = replicas * (app_metric(stack, "db_pool_max")[0] + 1)  # + LISTEN
+    connection_bound = app_connection_bound(stack)
     since = datetime.now(UTC)
     asyncio.run(Soak(stack).run(WARM_UP_SECONDS))
 
@@ -142,10 +141,7 @@ def test_a_steady_mix_of_reads_writes_and_jobs(stack: Stack) -> None:
     def unfinished() -> int:
         return int(stack.psql(f"SELECT count(*) FROM jobs WHERE id IN ({ids}) AND state <> 'done'"))
 
-    deadline = time.monotonic() + 60
-    while unfinished() and time.monotonic() < deadline:
-        time.sleep(1)
-    assert unfinished() == 0
+    assert eventually(lambda: unfinished() == 0, timeout=60, interval=1), unfinished()
     assert stack.psql(f"SELECT DISTINCT attempts FROM jobs WHERE id IN ({ids})") == "1"
     runs: Counter[str] = Counter()
     for container in stack.containers("app"):
