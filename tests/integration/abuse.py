@@ -4,8 +4,6 @@ and Postgres hold (pool connections, transactions) seen from inside the stack.""
 import re
 import socket
 import ssl
-import time
-from collections.abc import Callable
 
 from tests.integration.stack import Stack
 
@@ -87,14 +85,3 @@ def app_connections(stack: Stack) -> dict[str, int]:
 def app_connection_bound(stack: Stack) -> int:
     """The most connections to Postgres the replicas may hold: each pool, plus each LISTEN."""
     return sum(int(pool_max) + 1 for pool_max in app_metric(stack, "db_pool_max"))
-
-
-def eventually(check: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
-    """Whether `check` held at some point within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)

@@ -5,7 +5,7 @@ import json
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +20,17 @@ from tests.project import ROOT
 
 TEST_ENV = Path(__file__).with_name("test.env")
 CA_IN_PROXY = "/data/caddy/pki/authorities/local/root.crt"
+
+
+def eventually(check: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
+    """Whether `check` held at some point within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -92,30 +103,29 @@ class Stack:
         )
 
     def copy_ca(self) -> None:
-        deadline = time.monotonic() + 30
-        while True:
+        def copied() -> bool:
             proxies = self.containers("proxy")
-            if proxies:
-                code, output = proxies[0].exec_run(["cat", CA_IN_PROXY])
-                if code == 0:
-                    self.ca_file.write_bytes(output)
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError("Caddy's internal root CA never appeared")
-            time.sleep(0.5)
+            if not proxies:
+                return False
+            code, output = proxies[0].exec_run(["cat", CA_IN_PROXY])
+            if code != 0:
+                return False
+            self.ca_file.write_bytes(output)
+            return True
+
+        if not eventually(copied, timeout=30):
+            raise RuntimeError("Caddy's internal root CA never appeared")
 
     def wait_until_serving(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def ready() -> bool:
             try:
                 with self.client() as client:
-                    if client.get("/readyz").status_code == 200:
-                        return
+                    return client.get("/readyz").status_code == 200
             except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.base_url} did not become ready")
-            time.sleep(0.5)
+                return False
+
+        if not eventually(ready, timeout):
+            raise RuntimeError(f"{self.base_url} did not become ready")
 
     # --- clients ------------------------------------------------------------------------
     def ssl_context(self) -> ssl.SSLContext:
@@ -179,11 +189,9 @@ class Stack:
         return parsed
 
     def wait_healthy(self, container: Container, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def healthy() -> bool:
             container.reload()
-            if container.attrs["State"].get("Health", {}).get("Status") == "healthy":
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{container.name} did not become healthy")
-            time.sleep(0.5)
+            return bool(container.attrs["State"].get("Health", {}).get("Status") == "healthy")
+
+        if not eventually(healthy, timeout):
+            raise RuntimeError(f"{container.name} did not become healthy")

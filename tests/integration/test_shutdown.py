@@ -10,7 +10,7 @@ import httpx
 import pytest
 from docker.models.containers import Container
 
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, eventually
 from tests.integration.traffic import SteadyTraffic
 from tests.project import HYPERCORN
 
@@ -52,10 +52,11 @@ def sigterm_and_wait(stack: Stack, containers: list[Container]) -> list[tuple[in
 
 def start_apps(stack: Stack) -> None:
     """Starts the app replicas that are stopped and waits until the stack serves again."""
-    for container in stack.containers("app"):
+    apps = stack.containers("app")
+    for container in apps:
         if container.status != "running":
             container.start()
-    for container in stack.containers("app"):
+    for container in apps:
         stack.wait_healthy(container)
     stack.wait_until_serving()
 
@@ -112,10 +113,8 @@ def test_in_flight_long_poll_completes_and_the_app_exits_cleanly(stack: Stack) -
 def test_running_job_is_released_by_cancellation_then_completed(stack: Stack) -> None:
     with stack.client() as client:
         job = client.post("/jobs", json={"kind": "sleep", "payload": {"seconds": 6}}).json()
-    deadline = time.monotonic() + 20
-    while job_state(stack, job["id"])[0] != "running":
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.2)
+    started = eventually(lambda: job_state(stack, job["id"])[0] == "running", 20, interval=0.2)
+    assert started, "the job never started"
 
     apps = stack.containers("app")
     exits = sigterm_and_wait(stack, apps)

@@ -16,12 +16,11 @@ from tests.integration.abuse import (
     app_connection_bound,
     app_connections,
     app_metric,
-    eventually,
     read_until_closed,
     statuses,
     tls_connect,
 )
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, eventually
 
 # caddy/Caddyfile: timeouts { read_header 10s }. The clients below keep dribbling far longer,
 # so only the server's timeout can end their requests.

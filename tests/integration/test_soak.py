@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from tests.integration.abuse import app_connection_bound, app_connections, eventually
-from tests.integration.stack import Stack
+from tests.integration.abuse import app_connection_bound, app_connections
+from tests.integration.stack import Stack, eventually
 
 WARM_UP_SECONDS = 15
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))

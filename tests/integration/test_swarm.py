@@ -10,6 +10,7 @@ import docker
 import pytest
 
 from tests.integration.release import Release
+from tests.integration.stack import eventually
 from tests.integration.traffic import SteadyTraffic
 
 PROJECT = "service-swarmtest"
@@ -59,13 +60,14 @@ def release(swarm_node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         subprocess.run(["docker", "stack", "rm", PROJECT], capture_output=True, check=False)
         engine = docker.from_env()
         in_stack = {"label": f"com.docker.stack.namespace={PROJECT}"}
-        deadline = time.monotonic() + 90
-        while engine.containers.list(all=True, filters=in_stack) or engine.networks.list(
-            filters=in_stack
-        ):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(1)
+        eventually(
+            lambda: (
+                not engine.containers.list(all=True, filters=in_stack)
+                and not engine.networks.list(filters=in_stack)
+            ),
+            timeout=90,
+            interval=1,
+        )
         for secret in engine.secrets.list(filters={"name": PROJECT}):
             secret.remove()
         for volume in engine.volumes.list(
