@@ -89,9 +89,6 @@ class Compose:
                 raise RuntimeError("Caddy's internal root CA never appeared")
             time.sleep(0.5)
 
-    def exec(self, service: str, *command: str) -> str:
-        return self("exec", "-T", service, *command).stdout.strip()
-
 
 class Progress:
     """Live progress on stderr: one line per step, with the time elapsed."""
