@@ -2,7 +2,6 @@
 and Postgres hold (pool connections, transactions) seen from inside the stack."""
 
 import re
-import socket
 import ssl
 
 from tests.integration.stack import Stack
@@ -14,14 +13,6 @@ READ_METRICS = (
     "import urllib.request; "
     "print(urllib.request.urlopen('http://127.0.0.1:8000/metrics', timeout=5).read().decode())"
 )
-
-
-def tls_connect(stack: Stack, timeout: float = 10) -> ssl.SSLSocket:
-    """A TLS connection to Caddy, verified against its internal root, speaking HTTP/1.1."""
-    context = stack.ssl_context()
-    context.set_alpn_protocols(["http/1.1"])
-    raw = socket.create_connection(("127.0.0.1", stack.https_port), timeout=timeout)
-    return context.wrap_socket(raw, server_hostname="localhost")
 
 
 def read_until_closed(connection: ssl.SSLSocket) -> bytes:
@@ -37,7 +28,7 @@ def read_until_closed(connection: ssl.SSLSocket) -> bytes:
 
 def exchange(stack: Stack, request: bytes, timeout: float = 10) -> bytes:
     """Sends raw bytes on a fresh connection; returns all bytes received back."""
-    with tls_connect(stack, timeout) as connection:
+    with stack.tls_connect(timeout=timeout) as connection:
         connection.sendall(request)
         return read_until_closed(connection)
 

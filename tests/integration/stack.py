@@ -2,6 +2,7 @@
 repository's own compose.yaml, with test values from an env file (never a second copy)."""
 
 import json
+import socket
 import ssl
 import subprocess
 import time
@@ -131,6 +132,13 @@ class Stack:
     def ssl_context(self) -> ssl.SSLContext:
         """Verifies against Caddy's internal root only (never verify=False)."""
         return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def tls_connect(self, alpn: str = "http/1.1", timeout: float = 10) -> ssl.SSLSocket:
+        """A raw TLS connection to Caddy, verified, offering one ALPN protocol."""
+        context = self.ssl_context()
+        context.set_alpn_protocols([alpn])
+        raw = socket.create_connection(("127.0.0.1", self.https_port), timeout=timeout)
+        return context.wrap_socket(raw, server_hostname="localhost")
 
     def client(self, http2: bool = False, **options: object) -> httpx.Client:
         return httpx.Client(

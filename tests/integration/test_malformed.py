@@ -13,7 +13,6 @@ from tests.integration.abuse import (
     read_until_closed,
     request,
     statuses,
-    tls_connect,
 )
 from tests.integration.stack import Stack
 
@@ -138,7 +137,7 @@ def test_a_body_over_the_limit_is_a_413_from_caddy_and_the_app_stays_in_rotation
 def test_an_oversized_chunked_body_ends_the_connection(stack: Stack) -> None:
     """No desync: the part of the body Caddy did not read is never parsed as a request."""
     smuggled = b"GET /whoami HTTP/1.1\r\nHost: localhost\r\n\r\n"
-    with tls_connect(stack) as connection:
+    with stack.tls_connect() as connection:
         connection.sendall(
             b"POST /items HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"

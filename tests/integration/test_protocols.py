@@ -16,12 +16,7 @@ from tests.integration.stack import Stack
 
 
 def negotiate(stack: Stack, alpn: str) -> str | None:
-    context = stack.ssl_context()
-    context.set_alpn_protocols([alpn])
-    with (
-        socket.create_connection(("127.0.0.1", stack.https_port), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname="localhost") as tls,
-    ):
+    with stack.tls_connect(alpn, timeout=5) as tls:
         return tls.selected_alpn_protocol()
 
 

@@ -18,7 +18,6 @@ from tests.integration.abuse import (
     app_metric,
     read_until_closed,
     statuses,
-    tls_connect,
 )
 from tests.integration.stack import Stack, eventually
 
@@ -54,7 +53,7 @@ def in_parallel(*checks: Callable[[], None]) -> None:
 def dribble(stack: Stack, head: bytes, drip: bytes) -> tuple[bytes, bool]:
     """Sends `head`, then `drip` one byte a second; returns what came back and whether the
     server ended the exchange while the client was still sending."""
-    with tls_connect(stack, timeout=10) as connection:
+    with stack.tls_connect() as connection:
         connection.sendall(head)
         deadline = time.monotonic() + DRIBBLE_SECONDS
         for byte in drip:
@@ -116,7 +115,7 @@ def test_idle_connections_do_not_starve_real_requests(stack: Stack) -> None:
         for _ in range(150):  # connected, never a byte sent
             idle.append(socket.create_connection(("127.0.0.1", stack.https_port), timeout=10))
         for _ in range(150):  # one request each, then idle on keep-alive
-            kept = tls_connect(stack)
+            kept = stack.tls_connect()
             kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert kept.recv(65536).startswith(b"HTTP/1.1 200 ")
             idle.append(kept)
@@ -130,7 +129,7 @@ def test_idle_connections_do_not_starve_real_requests(stack: Stack) -> None:
 
 def vanish(stack: Stack, request: bytes, after: float) -> None:
     """Sends a request and disappears after `after` seconds with a TCP reset."""
-    connection = tls_connect(stack)
+    connection = stack.tls_connect()
     try:
         connection.sendall(request)
         time.sleep(after)
