@@ -158,12 +158,6 @@ class Target:
         found: list[dict[str, Any]] = json.loads(raw) if raw else []
         return found
 
-    def health(self, container_id: str) -> str:
-        return self.docker(
-            "inspect", "--format", "{{if .State.Health}}{{.State.Health.Status}}{{end}}",
-            container_id,
-        )  # fmt: skip
-
     def has_image(self, image: str) -> bool:
         return self.succeeds("image", "inspect", image)
 
@@ -180,6 +174,11 @@ class Target:
         return self.docker("info", "--format", "{{.ID}}")
 
 
+def health_of(container: dict[str, Any]) -> str:
+    """An inspected container's health status ("" when it has no healthcheck)."""
+    return str(container["State"].get("Health", {}).get("Status", ""))
+
+
 def local_engine(target: Target) -> Target:
     """The engine this machine's docker CLI reaches without the target's host or context."""
     settings = {
@@ -189,8 +188,12 @@ def local_engine(target: Target) -> Target:
 
 
 # --- the deploy record, kept on the target as labels of a container that never runs ----------
+def record_name(target: Target) -> str:
+    return f"{target.project}-deploy-record"
+
+
 def record(target: Target, image: str, **labels: str) -> None:
-    name = f"{target.project}-deploy-record"
+    name = record_name(target)
     target.docker("rm", "--force", name, check=False)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     label_args = [
@@ -200,8 +203,9 @@ def record(target: Target, image: str, **labels: str) -> None:
 
 
 def read_record(target: Target) -> dict[str, str]:
-    name = f"{target.project}-deploy-record"
-    raw = target.docker("inspect", "--format", "{{json .Config.Labels}}", name, check=False)
+    raw = target.docker(
+        "inspect", "--format", "{{json .Config.Labels}}", record_name(target), check=False
+    )
     labels: dict[str, str] = json.loads(raw) if raw else {}
     return {k.removeprefix("deploy."): v for k, v in labels.items() if k.startswith("deploy.")}
 
@@ -254,28 +258,36 @@ def build(local: Target, image: str, tree: str, arguments: list[str]) -> None:
 
 
 def ensure_images(target: Target, images: Images) -> None:
+    """Each image on the target: built on this machine's engine if needed, shipped if that is
+    not the target's. A target that has them all needs no local engine (a rollback)."""
+    missing = []
     for image, tree, arguments in images.builds():
-        ensure_image(target, image, tree, arguments)
-
-
-def ensure_image(target: Target, image: str, tree: str, arguments: list[str]) -> None:
-    if target.has_image(image):
-        say(f"{image} is already on the target")
+        if target.has_image(image):
+            say(f"{image} is already on the target")
+        else:
+            missing.append((image, tree, arguments))
+    if not missing:
         return
     local = local_engine(target)
-    if not local.has_image(image):
-        build(local, image, tree, arguments)
-    if local.engine_id() != target.engine_id():
-        say(f"sending {image} to the target (docker save | docker load)")
-        save = subprocess.Popen(
-            ["docker", "save", image], env=local.docker_env(), stdout=subprocess.PIPE
-        )
-        loaded = subprocess.run(
-            ["docker", "load", "--quiet"], stdin=save.stdout, env=target.docker_env(),
-            capture_output=True, text=True,
-        )  # fmt: skip
-        if save.wait() != 0 or loaded.returncode != 0:
-            raise DeployError(f"transfer failed: {loaded.stderr.strip()}")
+    same_engine = local.engine_id() == target.engine_id()
+    for image, tree, arguments in missing:
+        if not local.has_image(image):
+            build(local, image, tree, arguments)
+        if not same_engine:
+            ship(local, target, image)
+
+
+def ship(local: Target, target: Target, image: str) -> None:
+    say(f"sending {image} to the target (docker save | docker load)")
+    save = subprocess.Popen(
+        ["docker", "save", image], env=local.docker_env(), stdout=subprocess.PIPE
+    )
+    loaded = subprocess.run(
+        ["docker", "load", "--quiet"], stdin=save.stdout, env=target.docker_env(),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if save.wait() != 0 or loaded.returncode != 0:
+        raise DeployError(f"transfer failed: {loaded.stderr.strip()}")
 
 
 # --- roll out ---------------------------------------------------------------------------------
@@ -283,7 +295,7 @@ def wait_healthy(target: Target, containers: list[str], timeout: float) -> str |
     """None when all are healthy, else why not."""
     deadline = time.monotonic() + timeout
     while True:
-        states = {c: target.health(c) for c in containers}
+        states = {c["Id"]: health_of(c) for c in target.inspect(*containers)}
         if all(state == "healthy" for state in states.values()):
             return None
         if time.monotonic() > deadline:
@@ -330,7 +342,7 @@ def roll_out(target: Target, images: Images) -> None:
 
 
 # --- Swarm ------------------------------------------------------------------------------------
-SWARM_SETTLED = {"completed", "rollback_completed", "rollback_paused", "paused"}
+SWARM_ROLLED_BACK = {"rollback_completed", "rollback_paused", "paused"}
 
 
 def render_stack(target: Target, images: Images) -> str:
@@ -394,7 +406,7 @@ def swarm_roll_out(target: Target, images: Images) -> None:
             continue
         update = service.get("UpdateStatus") or {}
         state = update.get("State")
-        if state in SWARM_SETTLED - {"completed"}:
+        if state in SWARM_ROLLED_BACK:
             raise DeployError(f"Swarm rolled the update back: {update.get('Message', state)}")
         if state not in (None, "completed"):
             continue
@@ -467,9 +479,9 @@ def status(target: Target) -> int:
     else:
         containers = target.inspect(*target.app_containers())
         for container in containers:
-            health = container["State"].get("Health", {}).get("Status", "-")
+            health = health_of(container) or "-"
             print(f"  {container['Name'].lstrip('/')}: {container['Config']['Image']} {health}")
-        serving = any(c["State"].get("Health", {}).get("Status") == "healthy" for c in containers)
+        serving = any(health_of(c) == "healthy" for c in containers)
     last = read_record(target)
     if last:
         print(f"  last deploy: {last.get('result')} {last.get('commit')} at {last.get('time')}")
