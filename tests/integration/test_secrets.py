@@ -1,19 +1,24 @@
 """No secret in any image layer, image configuration or container environment: the database
-password lives in the `secrets` volume only (SECURITY.md)."""
+password lives in the `secrets` volume only, and Caddy's local CA is created in each stack's
+`caddy_data` volume, never in an image (SECURITY.md)."""
 
 import io
 import re
 import subprocess
 import tarfile
+from pathlib import Path
 
 import docker
 import pytest
 
 from tests.integration.stack import Stack
+from tests.project import ROOT
 
 # Variable names that carry a secret by value; *_FILE variables name a file instead.
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE", re.IGNORECASE)
 PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
+# Compiled code is not searched for keys: GnuTLS carries the PEM keys of its self-tests.
+ELF = b"\x7fELF"
 SECRET_FILE_NAMES = re.compile(r"(^|/)(\.env|db_password|id_rsa|id_ed25519|.*\.key)$")
 
 
@@ -67,11 +72,19 @@ def test_no_secret_in_any_image_history_or_configuration(stack: Stack, password:
         assert password not in str(image.attrs), image.tags
 
 
-def test_no_secret_in_any_layer_of_the_app_image(stack: Stack, password: str) -> None:
-    """Every file of every layer of the image we build: no password, key or secret file."""
-    image = stack.container("app").image
+def built_image(stack: Stack, name: str) -> str:
+    """An image this project builds: the stack's app or proxy, or the tools image."""
+    if name == "tools":
+        command = [ROOT / "scripts" / "tools-image"]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+    return str(stack.container(name).image.id)
+
+
+@pytest.mark.parametrize("image", ["app", "proxy", "tools"])
+def test_no_secret_in_any_layer_of_a_built_image(stack: Stack, password: str, image: str) -> None:
+    """Every file of every layer: no password, no private key (Caddy's CA!), no secret file."""
     saved = io.BytesIO()
-    for chunk in image.save(named=False):
+    for chunk in docker.from_env().images.get(built_image(stack, image)).save(named=False):
         saved.write(chunk)
     saved.seek(0)
     findings = []
@@ -89,6 +102,27 @@ def test_no_secret_in_any_layer_of_the_app_image(stack: Stack, password: str) ->
                         continue
                     content = layer.extractfile(entry)
                     data = content.read() if content else b""
-                    if password.encode() in data or PRIVATE_KEY.search(data):
+                    key = not data.startswith(ELF) and PRIVATE_KEY.search(data)
+                    if password.encode() in data or key:
                         findings.append(f"{member.name}: {entry.name}")
     assert findings == []
+
+
+def test_each_fresh_edge_creates_its_own_local_ca(stack_workdir: Path) -> None:
+    """`down -v` then `up`: a new caddy_data volume, a new root. Nothing in the image decides it."""
+    edge = Stack(
+        "service-fresh-ca", stack_workdir, overrides={"HTTP_PORT": "58080", "HTTPS_PORT": "58443"}
+    )
+    roots = []
+    try:
+        for _ in range(2):
+            # The edge alone: the CA is Caddy's, and Caddy starts without its upstreams.
+            edge.run("up", "--detach", "--no-deps", "--wait", "proxy")
+            edge.copy_ca()
+            roots.append(edge.ca_file.read_bytes())
+            edge.run("down", "--volumes")
+    finally:
+        edge.run("down", "--volumes", check=False)
+    first, second = roots
+    assert first.startswith(b"-----BEGIN CERTIFICATE-----")
+    assert first != second, "two fresh caddy_data volumes got the same root CA"
