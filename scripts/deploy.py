@@ -348,7 +348,8 @@ SWARM_ROLLED_BACK = {"rollback_completed", "rollback_paused", "paused"}
 def render_stack(target: Target, images: Images) -> str:
     """compose.yaml and its overlays, merged by compose v2, in the form `docker stack deploy`
     reads: its loader rejects compose's long depends_on (Swarm ignores start-up order), the
-    project name, null fields, octal strings and string ports that compose v2 writes."""
+    project name, null fields and variables, octal strings and string ports that compose v2
+    writes."""
     stack: dict[str, Any] = json.loads(target.compose("config", "--format", "json", images=images))
     stack.pop("name", None)
     for key in [key for key in stack if key.startswith("x-")]:
@@ -356,6 +357,9 @@ def render_stack(target: Target, images: Images) -> str:
     for service in stack["services"].values():
         for key in ("depends_on", "build", *(k for k, v in service.items() if v is None)):
             service.pop(key, None)
+        # Settings the env file leaves unset keep the app's defaults (compose.yaml).
+        environment = service.get("environment", {})
+        service["environment"] = {k: v for k, v in environment.items() if v is not None}
         limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
         if "cpus" in limits:
             limits["cpus"] = str(limits["cpus"])

@@ -17,7 +17,7 @@ import httpx
 from docker.models.containers import Container
 from testcontainers.compose import DockerCompose
 
-from tests.project import ROOT
+from tests.project import ROOT, read_env
 
 TEST_ENV = Path(__file__).with_name("test.env")
 CA_IN_PROXY = "/data/caddy/pki/authorities/local/root.crt"
@@ -32,12 +32,6 @@ def eventually(check: Callable[[], bool], timeout: float, interval: float = 0.5)
         if time.monotonic() > deadline:
             return False
         time.sleep(interval)
-
-
-def read_env(path: Path) -> dict[str, str]:
-    lines = (line.strip() for line in path.read_text().splitlines())
-    pairs = (line.split("=", 1) for line in lines if line and not line.startswith("#"))
-    return {key.strip(): value.strip() for key, value in pairs}
 
 
 @dataclass

@@ -1,0 +1,111 @@
+"""Every variable that .env.example documents reaches its component, and every setting of the
+app can be set: .env.example, service/settings.py and what compose.yaml passes are one list.
+
+`docker compose config` renders compose.yaml with a distinct value for every documented
+variable; each value must land where its component reads it. Needs the compose plugin, not an
+engine."""
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.settings import ENV_PREFIX, Settings
+from tests.project import ROOT, read_env
+
+EXAMPLE = read_env(ROOT / ".env.example")
+CADDY_VARIABLES = set(re.findall(r"\{\$([A-Z_]+)", (ROOT / "caddy" / "Caddyfile").read_text()))
+# The stack sets these itself: Postgres's address, and the password as a file (SECURITY.md).
+STACK_OWNED = {"database_url", "database_password"}
+SETTINGS = {
+    f"{ENV_PREFIX}{name.upper()}": field
+    for name, field in Settings.model_fields.items()
+    if name not in STACK_OWNED
+}
+# The app's settings reach it as environment variables, but the version is the image's own
+# (a build argument), so that a deploy's image always reports the commit it was built from.
+BUILT_IN = {"APP_VERSION"}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], dict[str, Any]]:
+    """compose.yaml rendered with a distinct value for each variable of .env.example."""
+    values = {name: distinct_value(number, name) for number, name in enumerate(EXAMPLE)}
+    env_file = tmp_path_factory.mktemp("compose") / "sentinel.env"
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+    compose = ["docker", "compose", "--env-file", str(env_file), "-f", "compose.yaml"]
+    done = subprocess.run(
+        [*compose, "config", "--format", "json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        # Only the env file speaks: none of the caller's APP_* or compose variables.
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(Path.home())},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = json.loads(done.stdout)
+    return values, config
+
+
+def distinct_value(number: int, name: str) -> str:
+    """A value compose accepts for the variable, and no other variable gets."""
+    if name.endswith("_PORT"):
+        return str(20000 + number)
+    if name == "PUBLISH_ADDRESS":
+        return "127.0.0.9"
+    if name == "APP_REPLICAS":
+        return "7"
+    return f"value-{number}-{name.lower().replace('_', '-')}"
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    documented = {name for name in EXAMPLE if name in SETTINGS}
+    assert documented == SETTINGS.keys(), "settings missing from .env.example"
+    for name, field in SETTINGS.items():
+        assert EXAMPLE[name] == str(field.default), f"{name}: .env.example says another default"
+
+
+def test_every_variable_compose_reads_is_documented() -> None:
+    read = set(re.findall(r"\$\{([A-Z_]+)", (ROOT / "compose.yaml").read_text()))
+    assert read - EXAMPLE.keys() == set(), "compose.yaml reads variables .env.example omits"
+
+
+def test_every_setting_reaches_the_app(rendered: tuple[dict[str, str], dict[str, Any]]) -> None:
+    values, config = rendered
+    app = config["services"]["app"]
+    for name in SETTINGS.keys() - BUILT_IN:
+        assert app["environment"].get(name) == values[name], f"{name} never reaches the app"
+    assert app["build"]["args"]["VERSION"] == values["APP_VERSION"]
+
+
+def test_every_edge_variable_reaches_caddy(rendered: tuple[dict[str, str], dict[str, Any]]) -> None:
+    values, config = rendered
+    proxy = config["services"]["proxy"]
+    for name in CADDY_VARIABLES & EXAMPLE.keys():
+        assert proxy["environment"].get(name) == values[name], f"{name} never reaches Caddy"
+
+
+def test_every_compose_variable_lands_where_it_is_documented(
+    rendered: tuple[dict[str, str], dict[str, Any]],
+) -> None:
+    values, config = rendered
+    services = config["services"]
+    proxy, app = services["proxy"], services["app"]
+    published = {(port["host_ip"], int(port["published"])) for port in proxy["ports"]}
+    landed = {
+        "COMPOSE_PROJECT_NAME": config["name"],
+        "APP_IMAGE": app["image"],
+        "PROXY_IMAGE": proxy["image"],
+        "APP_REPLICAS": str(app["deploy"]["replicas"]),
+    }
+    for name, where in landed.items():
+        assert where == values[name], f"{name} does not reach compose's {name.lower()}"
+    assert values["GRACEFUL_TIMEOUT"] in app["command"], "GRACEFUL_TIMEOUT never reaches Hypercorn"
+    for port in ("HTTP_PORT", "HTTPS_PORT"):
+        assert (values["PUBLISH_ADDRESS"], int(values[port])) in published, port
+    followed = SETTINGS.keys() | CADDY_VARIABLES | landed.keys() | {"GRACEFUL_TIMEOUT"}
+    assert EXAMPLE.keys() - followed == {"PUBLISH_ADDRESS"}, "a documented variable no test follows"
