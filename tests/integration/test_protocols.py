@@ -13,6 +13,7 @@ import pytest
 
 from tests.integration.h3 import h3_get
 from tests.integration.stack import Stack
+from tests.integration.tools import Tools
 
 
 def negotiate(stack: Stack, alpn: str) -> str | None:
@@ -52,6 +53,50 @@ def test_http3_end_to_end_on_the_advertised_port(stack: Stack) -> None:
     seen = json.loads(response.body)
     assert seen["forwarding_headers"]["x-client-protocol"] == "HTTP/3.0"
     assert seen["scheme"] == "https"
+
+
+# --- independent clients: curl (HTTP/3 through OpenSSL's QUIC) and h2load ---------------------
+@pytest.fixture(scope="module")
+def tools() -> Tools:
+    return Tools.build()
+
+
+def test_curl_gets_http3_only_on_the_advertised_port(stack: Stack, tools: Tools) -> None:
+    port = advertised_h3_port(stack, http2=True)
+    url = f"https://localhost:{port}/healthz"
+    assert tools.curl(stack, "--http3-only", urls=[url]) == ["3"]
+
+
+def test_curl_moves_from_http2_to_http3_through_alt_svc(stack: Stack, tools: Tools) -> None:
+    """The first transfer learns Alt-Svc over HTTP/2, the second uses it: what browsers do."""
+    url = f"{stack.base_url}/healthz"
+    cache = ["--alt-svc", "/tmp/alt-svc.txt"]
+    assert tools.curl(stack, *cache, urls=[url, url]) == ["2", "3"]
+
+
+def test_curl_gets_http2_over_alpn(stack: Stack, tools: Tools) -> None:
+    assert tools.curl(stack, "--http2", urls=[f"{stack.base_url}/healthz"]) == ["2"]
+
+
+def test_h2load_burst_over_http2_fails_nothing(stack: Stack, tools: Tools) -> None:
+    """A second, independent HTTP/2 client: 4 connections x 8 streams, reads of three paths.
+
+    h2load cannot verify certificates; curl verifies the same port's chain in the tests above.
+    """
+    paths = ["/healthz", "/items?limit=5", "/whoami"]
+    output = tools.run(
+        stack,
+        "h2load",
+        "--requests=600",
+        "--clients=4",
+        "--max-concurrent-streams=8",
+        *(stack.base_url + path for path in paths),
+    )
+    assert "Application protocol: h2" in output, output
+    counts = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", output)
+    assert counts, output
+    assert counts.groups() == ("600", "600", "600"), output
+    assert re.search(r"status codes: 600 2xx, 0 3xx, 0 4xx, 0 5xx", output), output
 
 
 # --- TLS versions ----------------------------------------------------------------------------
