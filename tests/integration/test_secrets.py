@@ -111,7 +111,7 @@ def test_no_secret_in_any_layer_of_a_built_image(stack: Stack, password: str, im
 def test_each_fresh_edge_creates_its_own_local_ca(stack_workdir: Path) -> None:
     """`down -v` then `up`: a new caddy_data volume, a new root. Nothing in the image decides it."""
     edge = Stack(
-        "service-fresh-ca", stack_workdir, overrides={"HTTP_PORT": "58080", "HTTPS_PORT": "58443"}
+        "service-fresh-ca", stack_workdir, overrides={"HTTP_PORT": "59080", "HTTPS_PORT": "59443"}
     )
     roots = []
     try:
