@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import urlsplit
 
 from bench_lib import loadgen, pyclients
@@ -85,22 +84,14 @@ class _Alongside:
 
     def __init__(self, containers: dict[str, str]) -> None:
         self.stats = DockerStats(containers)
-        self.before = (0, 0)
         self.host_cpu = 0.0
 
-    def __enter__(self) -> "_Alongside":
-        self.before = _cpu_times()
-        self.stats.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stats.__exit__(kind, error, tb)
-        (busy, total), (busy_after, total_after) = self.before, _cpu_times()
+    @contextlib.contextmanager
+    def during(self) -> Iterator[None]:
+        busy, total = _cpu_times()
+        with self.stats:
+            yield
+        busy_after, total_after = _cpu_times()
         # Everything on the machine (the stack, the generator, anything else): near 1.0, the
         # box itself is the limit and no single container's figure explains the throughput.
         self.host_cpu = (busy_after - busy) / max(1, total_after - total)
@@ -109,7 +100,7 @@ class _Alongside:
 def _measured(cell: Cell, duration: float, context: Context, delay_ms: float = 0) -> RunResult:
     """One run with docker stats and the machine's CPU recorded alongside."""
     alongside = _Alongside(context.containers)
-    result = run_once(cell, duration, context, alongside, delay_ms)
+    result = run_once(cell, duration, context, alongside.during(), delay_ms)
     result.stats = alongside.stats.summary()
     result.host_cpu = alongside.host_cpu
     return result
