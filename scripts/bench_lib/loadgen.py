@@ -101,13 +101,15 @@ def _timed(
     so that what is measured alongside (docker stats) leaves the container's life out."""
     name = f"bench-generator-{uuid.uuid4().hex[:12]}"
     docker = [*_docker_run(workdir, cpu), f"--name={name}", tools.image]
-    with tempfile.TemporaryFile("w+") as out:
-        process = subprocess.Popen(
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        subprocess.Popen(
             [*docker, "bash", "-c", _TIMED, "bash", *command],
             stdout=out,
             stderr=subprocess.PIPE,
             text=True,
-        )
+        ) as process,
+    ):
         assert process.stderr is not None
         errors: list[str] = []
         times: list[float] | None = None
@@ -123,10 +125,7 @@ def _timed(
                         errors.append(line)
             returncode = process.wait()
         except BaseException:
-            # Interrupted (Ctrl-C, SIGTERM): the container would go on without its client.
-            subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
-            process.kill()
-            process.wait()
+            _remove(name, process)
             raise
         out.seek(0)
         output = out.read()
@@ -134,6 +133,17 @@ def _timed(
         raise RuntimeError(f"{command[0]} failed ({returncode}): {''.join(errors).strip()}")
     wall, user, system = times
     return output, (user + system) / wall
+
+
+def _remove(name: str, process: subprocess.Popen[str]) -> None:
+    """Interrupted (Ctrl-C, SIGTERM): the container would go on without its client. A second
+    signal (uv forwards one, a terminal signals the whole group) does not cut this short."""
+    for _ in range(3):
+        with contextlib.suppress(KeyboardInterrupt):
+            subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
+            process.kill()
+            process.wait()
+            return
 
 
 def wrk(
