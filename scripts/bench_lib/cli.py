@@ -38,8 +38,8 @@ from bench_lib.stack import (
 SEED_ITEMS = 200
 EPILOG = """
 examples:
-  scripts/bench                      full run (~9 min): starts its own stack, stops it after
-  scripts/bench --quick              about a minute (what CI runs)
+  scripts/bench                      full run (~11 min): starts its own stack, stops it after
+  scripts/bench --quick              about 2.5 minutes (what CI runs)
   scripts/bench --pin                stack on CPUs 0..n-2, the generator on the last CPU
                                      (its container's --cpuset-cpus)
   scripts/bench --soak 30m           the mixed scenario at a steady rate for 30 minutes
@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="one short round (~1 min)")
+    mode.add_argument("--quick", action="store_true", help="one short round (~2.5 min)")
     mode.add_argument(
         "--soak", metavar="DURATION", help="steady-rate mixed load, e.g. 90s, 30m, 2h"
     )
