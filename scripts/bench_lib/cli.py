@@ -38,9 +38,10 @@ from bench_lib.stack import (
 SEED_ITEMS = 200
 EPILOG = """
 examples:
-  scripts/bench                      full run (~9 min): starts its own stack, stops it after
-  scripts/bench --quick              about a minute (what CI runs)
+  scripts/bench                      full run (~11 min): starts its own stack, stops it after
+  scripts/bench --quick              about 2.5 minutes (what CI runs)
   scripts/bench --pin                stack on CPUs 0..n-2, the generator on the last CPU
+                                     (its container's --cpuset-cpus)
   scripts/bench --soak 30m           the mixed scenario at a steady rate for 30 minutes
   scripts/bench --url https://localhost --ca-file caddy-root.crt --project service
                                      an already running stack (Caddy paths only, plus
@@ -49,6 +50,8 @@ examples:
 outputs (--out, default bench-results/<time>/): results.json, report.md, chart.png.
 Exit status: 0 when every request succeeded, 1 when any failed, 2 on a usage or setup error.
 Load goes to loopback (127.0.0.0/8) only.
+Needs Docker and uv only: wrk and h2load run in the tools image (`docker run --network host`),
+which scripts/tools-image builds on first use.
 """
 
 
@@ -56,12 +59,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Load-test the stack (Caddy -> Hypercorn -> FastAPI -> Postgres) with wrk "
-        "and h2load; compare paths, protocols, peer servers and ceilings.",
+        "and h2load, run from the project's tools image (tools/Dockerfile); compare paths, "
+        "protocols, peer servers and ceilings.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="one short round (~1 min)")
+    mode.add_argument("--quick", action="store_true", help="one short round (~2.5 min)")
     mode.add_argument(
         "--soak", metavar="DURATION", help="steady-rate mixed load, e.g. 90s, 30m, 2h"
     )
@@ -195,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress()
     try:
         tools = loadgen.Tools.find()
-    except loadgen.MissingTool as error:
+    except loadgen.ToolsUnavailable as error:
         print(f"scripts/bench: {error}", file=sys.stderr)
         return 2
     if args.pin and (os.cpu_count() or 1) < 2:

@@ -1,93 +1,178 @@
-"""The native load generators: wrk (HTTP/1.1) and h2load (HTTP/2), one thread each.
+"""The native load generators: wrk (HTTP/1.1) and h2load (HTTP/2), one thread each, run from the
+project's tools image (tools/Dockerfile, tagged by scripts/tools-image): the host needs only
+Docker.
 
-Each run is timed by the generator itself; its CPU share comes from the kernel's accounting of
-the child process, so a saturated generator is detected rather than guessed.
+Each run is timed by the generator itself. Its CPU share is measured inside its container: bash
+runs it under the `time` keyword, which reports the generator's own run time and CPU time (user
++ system), so `docker run`'s start-up and teardown count in neither, and a saturated generator
+is detected rather than guessed.
 """
 
+import contextlib
 import json
 import re
-import resource
 import shutil
 import subprocess
 import tempfile
-import time
+import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench_lib.model import RunResult, percentiles
 from bench_lib.scenarios import ENCODINGS
+from bench_lib.stack import ROOT
 
-INSTALL_HINT = (
-    "scripts/bench needs wrk (HTTP/1.1) and h2load (HTTP/2) on this machine.\n"
-    "  Debian/Ubuntu: apt-get install wrk nghttp2-client\n"
-    "  Fedora:        dnf install wrk nghttp2\n"
-    "  macOS:         brew install wrk nghttp2"
-)
+TOOLS_IMAGE = ROOT / "scripts" / "tools-image"  # prints the image's tag, building it if needed
+IN_CONTAINER = "/work"  # the image's WORKDIR: each run's files are bind-mounted there
 TIMEOUT_S = 10  # a request slower than this is a failure, not a latency figure
 
+_STARTED = "BENCH_STARTED"
+_TIMES = "BENCH_TIMES"
+# In the container: a line when the generator starts, then one with its run time, user and
+# system CPU seconds (bash's `time`); the exit status is the generator's.
+_TIMED = f'echo {_STARTED} >&2; TIMEFORMAT="{_TIMES} %3R %3U %3S"; time "$@"'
+_VERSIONS = "wrk -v 2>&1 | head -n 1; h2load --version"  # wrk -v exits 1
 
-class MissingTool(RuntimeError):
-    pass
+
+class ToolsUnavailable(RuntimeError):
+    """No Docker, or the tools image could not be built."""
 
 
 @dataclass(frozen=True)
 class Tools:
-    wrk: str
-    h2load: str
-    taskset: str | None
+    image: str  # the tools image's tag, e.g. service-tools:4ab87c2a2923
 
     @classmethod
     def find(cls) -> "Tools":
-        wrk, h2load = shutil.which("wrk"), shutil.which("h2load")
-        if not wrk or not h2load:
-            missing = " and ".join(n for n, p in (("wrk", wrk), ("h2load", h2load)) if not p)
-            raise MissingTool(f"{missing} not found.\n{INSTALL_HINT}")
-        return cls(wrk, h2load, shutil.which("taskset"))
+        if shutil.which("docker") is None:
+            raise ToolsUnavailable(
+                "docker not found: the load generators (wrk, h2load) run in the project's "
+                "tools image, so the bench needs Docker (and uv) on this machine"
+            )
+        # Its progress and, on failure, the build's last lines go straight to stderr.
+        done = subprocess.run([TOOLS_IMAGE], stdout=subprocess.PIPE, text=True, check=False)
+        if done.returncode:
+            raise ToolsUnavailable(
+                f"the tools image (tools/Dockerfile: wrk, h2load) is not available: "
+                f"scripts/tools-image exited {done.returncode} (its output above)"
+            )
+        return cls(done.stdout.strip())
 
     def versions(self) -> dict[str, str]:
-        wrk = subprocess.run([self.wrk, "-v"], capture_output=True, text=True, check=False)
-        h2load = subprocess.run([self.h2load, "--version"], capture_output=True, text=True)
-        return {
-            "wrk": (wrk.stdout + wrk.stderr).splitlines()[0].strip(),
-            "h2load": h2load.stdout.strip(),
-        }
+        command = [*_docker_run(None, None), self.image, "bash", "-c", _VERSIONS]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise RuntimeError(f"the tools' versions: {done.stderr.strip()}")
+        wrk, h2load = done.stdout.splitlines()
+        return {"wrk": wrk.strip(), "h2load": h2load.strip(), "tools_image": self.image}
 
 
-def _timed(command: list[str], cpu: int | None, tools: Tools) -> tuple[str, float, float]:
-    """Runs a generator to completion: its output, wall time and CPU time (user + system)."""
-    if cpu is not None:
-        if tools.taskset is None:
-            raise MissingTool("--pin needs taskset (Debian: util-linux)")
-        command = [tools.taskset, "-c", str(cpu), *command]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    wall = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_time = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if done.returncode:
-        raise RuntimeError(f"{command[0]} failed ({done.returncode}): {done.stderr.strip()}")
-    return done.stdout, wall, cpu_time
+def _docker_run(workdir: Path | None, cpu: int | None) -> list[str]:
+    """`docker run` for a generator: host networking (the targets are loopback ports)."""
+    return [
+        *("docker", "run", "--rm", "--pull=never", "--network=host"),
+        *([f"--volume={workdir}:{IN_CONTAINER}"] if workdir else []),
+        *([f"--cpuset-cpus={cpu}"] if cpu is not None else []),
+    ]
+
+
+@contextlib.contextmanager
+def _shared_dir() -> Iterator[Path]:
+    """A directory for the container's files: writable by its user (nobody, 65534), and inside a
+    private one, so that no other user of this machine can reach it."""
+    with tempfile.TemporaryDirectory() as private:
+        shared = Path(private) / "run"
+        shared.mkdir()
+        shared.chmod(0o777)
+        yield shared
+
+
+def _timed(
+    tools: Tools,
+    workdir: Path,
+    command: list[str],
+    cpu: int | None,
+    during: AbstractContextManager[object],
+) -> tuple[str, float]:
+    """Runs a generator to completion in the tools image: its output and CPU share (CPU time
+    over its own run time). `during` is entered when the generator starts and left when it ends,
+    so that what is measured alongside (docker stats) leaves the container's life out."""
+    name = f"bench-generator-{uuid.uuid4().hex[:12]}"
+    docker = [*_docker_run(workdir, cpu), f"--name={name}", tools.image]
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        subprocess.Popen(
+            [*docker, "bash", "-c", _TIMED, "bash", *command],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as process,
+    ):
+        assert process.stderr is not None
+        errors: list[str] = []
+        times: list[float] | None = None
+        try:
+            with contextlib.ExitStack() as window:
+                for line in process.stderr:
+                    if line.strip() == _STARTED:
+                        window.enter_context(during)
+                    elif line.startswith(_TIMES + " "):
+                        window.close()
+                        times = [float(x) for x in line.split()[1:]]
+                    else:
+                        errors.append(line)
+            returncode = process.wait()
+        except BaseException:
+            _remove(name, process)
+            raise
+        out.seek(0)
+        output = out.read()
+    if returncode or times is None:
+        raise RuntimeError(f"{command[0]} failed ({returncode}): {''.join(errors).strip()}")
+    wall, user, system = times
+    return output, (user + system) / wall
+
+
+def _remove(name: str, process: subprocess.Popen[str]) -> None:
+    """Interrupted (Ctrl-C, SIGTERM): the container would go on without its client. A second
+    signal (uv forwards one, a terminal signals the whole group) does not cut this short."""
+    for _ in range(3):
+        with contextlib.suppress(KeyboardInterrupt):
+            subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
+            process.kill()
+            process.wait()
+            return
 
 
 def wrk(
-    tools: Tools, url: str, script: str, connections: int, duration: float, cpu: int | None
+    tools: Tools,
+    url: str,
+    script: str,
+    connections: int,
+    duration: float,
+    cpu: int | None,
+    during: AbstractContextManager[object],
 ) -> RunResult:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
-        lua.write(script)
-        lua.flush()
-        output, wall, cpu_time = _timed(
+    with _shared_dir() as workdir:
+        lua = workdir / "script.lua"
+        lua.write_text(script)
+        lua.chmod(0o644)
+        output, cpu_share = _timed(
+            tools,
+            workdir,
             [
-                tools.wrk,
+                "wrk",
                 "--threads=1",
                 f"--connections={connections}",
                 f"--duration={max(1, round(duration))}s",
                 f"--timeout={TIMEOUT_S}s",
-                f"--script={lua.name}",
+                f"--script={IN_CONTAINER}/{lua.name}",
                 url,
             ],
             cpu,
-            tools,
+            during,
         )
     line = next((x for x in output.splitlines() if x.startswith("BENCH_RESULT ")), None)
     if line is None:
@@ -99,7 +184,7 @@ def wrk(
         failed=raw["status"] + errors,
         duration_s=raw["duration_us"] / 1e6,
         latency_ms={k: raw[k] / 1000 for k in ("p50", "p90", "p99", "max")},
-        generator_cpu=cpu_time / wall,
+        generator_cpu=cpu_share,
         generator_threads=1,
     )
 
@@ -118,26 +203,30 @@ def h2load(
     streams: int,
     duration: float,
     cpu: int | None,
+    during: AbstractContextManager[object],
 ) -> RunResult:
     """HTTP/2 over TLS (ALPN h2); latency percentiles from h2load's per-request log."""
-    with tempfile.TemporaryDirectory() as workdir:
-        log = Path(workdir) / "requests.tsv"
-        output, wall, cpu_time = _timed(
+    with _shared_dir() as workdir:
+        log = "requests.tsv"  # written by the container
+        output, cpu_share = _timed(
+            tools,
+            workdir,
             [
-                tools.h2load,
+                "h2load",
                 "--threads=1",
                 f"--clients={connections}",
                 f"--max-concurrent-streams={streams}",
                 f"--duration={max(1, round(duration))}",
                 f"--connection-inactivity-timeout={TIMEOUT_S}",
                 f"--header=accept-encoding: {ENCODINGS}",
-                f"--log-file={log}",
+                f"--log-file={IN_CONTAINER}/{log}",
                 *(base_url + path for path in paths),
             ],
             cpu,
-            tools,
+            during,
         )
-        durations = [float(row.split("\t")[2]) for row in log.read_text().splitlines() if row]
+        rows = (workdir / log).read_text().splitlines()
+        durations = [float(row.split("\t")[2]) for row in rows if row]
     finished, counts = _FINISHED.search(output), _REQUESTS.search(output)
     if finished is None or counts is None:
         raise RuntimeError(f"h2load printed no result:\n{output}")
@@ -149,6 +238,6 @@ def h2load(
         failed=failed,
         duration_s=seconds,
         latency_ms=percentiles(durations),
-        generator_cpu=cpu_time / wall,
+        generator_cpu=cpu_share,
         generator_threads=1,
     )

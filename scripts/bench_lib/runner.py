@@ -6,6 +6,7 @@ import random
 import statistics
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,7 +32,7 @@ class Context:
 
 @contextlib.contextmanager
 def _affinity(cpu: int | None) -> Iterator[None]:
-    """In-process (Python) clients honour --pin like the native generators."""
+    """In-process (Python) clients honour --pin like the native generators (--cpuset-cpus)."""
     if cpu is None:
         yield
         return
@@ -43,29 +44,28 @@ def _affinity(cpu: int | None) -> Iterator[None]:
         os.sched_setaffinity(0, previous)
 
 
-def run_once(cell: Cell, duration: float, context: Context, delay_ms: float = 0) -> RunResult:
-    target, c = cell.target, cell.concurrency
+def run_once(
+    cell: Cell,
+    duration: float,
+    context: Context,
+    during: AbstractContextManager[object],
+    delay_ms: float = 0,
+) -> RunResult:
+    """One run; `during` is entered when the load starts and left when it ends."""
+    target, c, cpu = cell.target, cell.concurrency, context.generator_cpu
     if target.tool == "wrk":
         script = wrk_script(cell.scenario, context.item_ids, random.randrange(2**31), delay_ms)
-        return loadgen.wrk(
-            context.tools, target.url + "/", script, c, duration, context.generator_cpu
-        )
+        return loadgen.wrk(context.tools, target.url + "/", script, c, duration, cpu, during)
     paths = h2load_paths(cell.scenario, context.item_ids)
     if target.tool == "h2load":
         connections = max(1, c // H2_STREAMS_PER_CONNECTION)
         return loadgen.h2load(
-            context.tools,
-            target.url,
-            paths,
-            connections,
-            c // connections,
-            duration,
-            context.generator_cpu,
+            context.tools, target.url, paths, connections, c // connections, duration, cpu, during
         )
     url = urlsplit(target.url)
     assert url.hostname is not None
     assert url.port is not None
-    with _affinity(context.generator_cpu):
+    with _affinity(cpu), during:
         return pyclients.run(
             target.protocol, url.hostname, url.port, context.ca_file, paths, c, duration
         )
@@ -78,21 +78,36 @@ def _cpu_times() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+class _Alongside:
+    """docker stats and the machine's CPU over the load itself: a generator's container
+    starting and stopping (docker run) is left out of both."""
+
+    def __init__(self, containers: dict[str, str]) -> None:
+        self.stats = DockerStats(containers)
+        self.host_cpu = 0.0
+
+    @contextlib.contextmanager
+    def during(self) -> Iterator[None]:
+        busy, total = _cpu_times()
+        with self.stats:
+            yield
+        busy_after, total_after = _cpu_times()
+        # Everything on the machine (the stack, the generator, anything else): near 1.0, the
+        # box itself is the limit and no single container's figure explains the throughput.
+        self.host_cpu = (busy_after - busy) / max(1, total_after - total)
+
+
 def _measured(cell: Cell, duration: float, context: Context, delay_ms: float = 0) -> RunResult:
     """One run with docker stats and the machine's CPU recorded alongside."""
-    busy, total = _cpu_times()
-    with DockerStats(context.containers) as stats:
-        result = run_once(cell, duration, context, delay_ms)
-    busy_after, total_after = _cpu_times()
-    result.stats = stats.summary()
-    # Everything on the machine (the stack, the generator, anything else): near 1.0, the box
-    # itself is the limit and no single container's figure explains the throughput.
-    result.host_cpu = (busy_after - busy) / max(1, total_after - total)
+    alongside = _Alongside(context.containers)
+    result = run_once(cell, duration, context, alongside.during(), delay_ms)
+    result.stats = alongside.stats.summary()
+    result.host_cpu = alongside.host_cpu
     return result
 
 
 def measure(cell: Cell, profile: Profile, context: Context) -> RunResult:
-    run_once(cell, profile.warmup, context)
+    run_once(cell, profile.warmup, context, contextlib.nullcontext())
     return _measured(cell, profile.duration, context)
 
 

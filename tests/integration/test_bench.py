@@ -89,7 +89,12 @@ def test_results_record_the_environment_and_settings(results: dict[str, Any]) ->
     assert results["schema"] == 1
     assert results["mode"] == "quick"
     assert {"cpu_model", "cpus", "kernel"} <= results["environment"]["host"].keys()
-    assert {"wrk", "h2load", "docker", "compose"} <= results["environment"]["tools"].keys()
+    tools = results["environment"]["tools"]
+    assert {"wrk", "h2load", "tools_image", "docker", "compose"} <= tools.keys()
+    image = subprocess.run(
+        [ROOT / "scripts" / "tools-image"], capture_output=True, text=True, check=True
+    )
+    assert tools["tools_image"] == image.stdout.strip()  # the generators ran from that image
     containers = results["environment"]["containers"]
     assert any(c.get("packages", {}).get("hypercorn") for c in containers.values())
     assert any(c.get("packages", {}).get("uvicorn") for c in containers.values())
