@@ -33,5 +33,5 @@ ENV PATH=/opt/venv/bin:$PATH \
     APP_VERSION=${VERSION}
 USER app:app
 EXPOSE 8000
-# Exec form: hypercorn is the process that receives SIGTERM.
-CMD ["hypercorn", "-c", "hypercorn.toml", "service.main:app"]
+# Exec form: the server is the process that receives SIGTERM (and starts its lame duck).
+CMD ["python", "-m", "service.server"]

@@ -12,7 +12,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 
@@ -20,6 +20,7 @@ from service.db import jobs as job_queries
 from service.db.errors import DATABASE_UNAVAILABLE
 from service.db.migrate import apply_migrations
 from service.db.pool import Pool, open_pool
+from service.draining import Draining
 from service.jobs.events import JobEvents
 from service.jobs.handlers import JobHandler
 from service.jobs.supervisor import supervise
@@ -39,7 +40,7 @@ class Runtime:
     events: JobEvents
     handlers: Mapping[str, JobHandler]
     metrics: Metrics
-    draining: bool = field(default=False)
+    draining: Draining
 
 
 @asynccontextmanager
@@ -48,7 +49,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics: Metrics = app.state.metrics
     async with open_pool(settings) as pool:
         await apply_migrations(pool)
-        runtime = Runtime(settings, pool, JobEvents(), app.state.handlers, metrics)
+        runtime = Runtime(
+            settings, pool, JobEvents(), app.state.handlers, metrics, app.state.draining
+        )
         app.state.runtime = runtime
         metrics.watch_pool(pool)
         async with asyncio.TaskGroup() as group:
@@ -60,7 +63,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             try:
                 yield
             finally:
-                runtime.draining = True
+                runtime.draining.start()
                 log.info("shutdown: cancelling background tasks", extra={"tasks": len(tasks)})
                 for task in tasks:
                     task.cancel()

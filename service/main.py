@@ -1,4 +1,6 @@
-"""The app factory. ``hypercorn -c hypercorn.toml service.main:app`` serves ``app``."""
+"""The app factory. The image runs ``python -m service.server``, which calls `create_app` with
+the draining state its shutdown trigger sets; ``hypercorn service.main:app`` serves ``app``.
+"""
 
 from collections.abc import Mapping
 
@@ -9,6 +11,7 @@ from starlette.types import ASGIApp
 from service.api import router
 from service.api.errors import install_error_handlers
 from service.api.openapi import install_openapi
+from service.draining import CloseWhileDraining, Draining
 from service.jobs.handlers import DEFAULT_HANDLERS, JobHandler
 from service.lifespan import lifespan
 from service.logs import configure_logging
@@ -18,7 +21,9 @@ from service.settings import Settings
 
 
 def create_api(
-    settings: Settings | None = None, handlers: Mapping[str, JobHandler] | None = None
+    settings: Settings | None = None,
+    handlers: Mapping[str, JobHandler] | None = None,
+    draining: Draining | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
@@ -30,6 +35,7 @@ def create_api(
     api.state.settings = settings
     api.state.handlers = handlers if handlers is not None else DEFAULT_HANDLERS
     api.state.metrics = Metrics()
+    api.state.draining = draining if draining is not None else Draining()
     install_error_handlers(api, settings.retry_after_seconds)
     api.include_router(router)
     install_openapi(api, api.state.handlers)
@@ -37,19 +43,27 @@ def create_api(
 
 
 def create_app(
-    settings: Settings | None = None, handlers: Mapping[str, JobHandler] | None = None
+    settings: Settings | None = None,
+    handlers: Mapping[str, JobHandler] | None = None,
+    draining: Draining | None = None,
 ) -> ASGIApp:
     """The whole ASGI app as served: the API inside request context and the proxy fix.
 
     ProxyFixMiddleware must wrap everything so that every layer sees the real client: it
-    trusts exactly one hop (Caddy) for X-Forwarded-For/-Proto/-Host.
+    trusts exactly one hop (Caddy) for X-Forwarded-For/-Proto/-Host. `draining` is shared
+    with whoever decides when the app drains (service/server.py); by default the lifespan
+    shutdown alone starts it.
     """
-    api = create_api(settings, handlers)
+    api = create_api(settings, handlers, draining)
     guarded = RequestBodyGuard(api, api.state.settings.request_body_timeout)
     context = RequestContextMiddleware(guarded, api.state.metrics)
+    # Outermost but for the proxy fix: every response passes through it.
+    closing = CloseWhileDraining(context, api.state.draining)
     # Hypercorn types ASGI apps with its own (equivalent) protocol types.
-    proxied = ProxyFixMiddleware(context, mode="legacy", trusted_hops=1)  # type: ignore[arg-type]
+    proxied = ProxyFixMiddleware(closing, mode="legacy", trusted_hops=1)  # type: ignore[arg-type]
     return proxied  # type: ignore[return-value]
 
 
+# For `hypercorn service.main:app` (compose.dev.yaml's reloading worker): no lame duck there,
+# SIGTERM goes straight to Hypercorn's graceful shutdown.
 app = create_app()

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
         30.0, gt=0, description="A request body must arrive within this, or 408 (seconds)."
     )
     retry_after_seconds: int = Field(5, ge=1, description="Retry-After sent with 503.")
+    lame_duck_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="After SIGTERM, keep serving this long with readiness 503 and Connection: "
+        "close on every HTTP/1.1 response, before Hypercorn's graceful shutdown (seconds; "
+        "python -m service.server only).",
+    )
 
     job_workers: int = Field(2, ge=0, description="Worker tasks per process (0: none).")
     job_lease_seconds: float = Field(

@@ -38,7 +38,7 @@ async def healthz(runtime: RuntimeDep) -> Health:
 )
 async def readyz(runtime: RuntimeDep) -> Readiness:
     """Readiness: the database answers within ready_timeout, and the app is not draining."""
-    if runtime.draining:
+    if runtime.draining.started:
         raise ServiceUnavailable("shutting down")
     timeout = runtime.settings.ready_timeout
     try:

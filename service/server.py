@@ -1,0 +1,100 @@
+"""The server the image runs: Hypercorn on uvloop, with a lame duck before its shutdown.
+
+    python -m service.server [--config hypercorn.toml] [--graceful-timeout S] [--bind ADDR]
+
+hypercorn.toml is read with Hypercorn's own loader; the flags override it (compose.yaml
+passes --graceful-timeout). On SIGTERM or SIGINT the app drains at once: readiness answers
+503 and every HTTP/1.1 response carries `Connection: close`, while the listener keeps
+accepting for APP_LAME_DUCK_SECONDS (a second signal ends that early). Then Hypercorn's own
+graceful shutdown runs: listener closed, in-flight requests given graceful_timeout, the
+lifespan shutdown given shutdown_timeout. Exit 0 when clean; an exception (a failed lifespan)
+ends the process with its traceback and exit status 1.
+
+Why: Hypercorn alone closes idle keep-alive connections the moment SIGTERM arrives and
+closes a connection after an in-flight response without saying so, so Caddy may write a
+request onto a connection that is closing; a POST with a body cannot be retried (502).
+
+`hypercorn.asyncio.serve` runs the app in this process on the running loop: hypercorn.toml's
+`workers` and `worker_class` are for the hypercorn CLI (compose.dev.yaml). This is always
+one process on uvloop, which is what `workers = 0` and `worker_class = "uvloop"` say.
+"""
+
+import argparse
+import asyncio
+import logging
+import signal
+import warnings
+from contextlib import suppress
+from functools import partial
+
+import uvloop
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from service.draining import Draining
+from service.main import create_app
+from service.settings import Settings
+
+# Not __name__: run with -m, this module is __main__.
+log = logging.getLogger("service.server")
+
+SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+async def lame_duck(
+    signals: asyncio.Queue[signal.Signals], draining: Draining, seconds: float
+) -> None:
+    """Hypercorn's shutdown trigger: returns when its graceful shutdown should begin."""
+    first = await signals.get()
+    draining.start()
+    log.info("lame duck: started", extra={"signal": first.name, "seconds": seconds})
+    second: signal.Signals | None = None
+    with suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            second = await signals.get()
+    log.info("lame duck: ended", extra={"cut_short_by": second.name if second else None})
+
+
+async def run(config: Config, settings: Settings) -> None:
+    draining = Draining()
+    app = create_app(settings, draining=draining)
+    signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    # Installed before the lifespan starts, so a signal during start-up is kept for the
+    # trigger instead of killing the process; once it has returned, later signals are ignored,
+    # as Hypercorn ignores them during its graceful shutdown.
+    for signum in SHUTDOWN_SIGNALS:
+        loop.add_signal_handler(signum, signals.put_nowait, signum)
+    trigger = partial(lame_duck, signals, draining, settings.lame_duck_seconds)
+    # Hypercorn types ASGI apps with its own (equivalent) protocol types.
+    await serve(app, config, shutdown_trigger=trigger, mode="asgi")  # type: ignore[arg-type]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m service.server", description="Hypercorn with a lame duck on SIGTERM."
+    )
+    parser.add_argument("--config", default="hypercorn.toml", help="Hypercorn's TOML file")
+    parser.add_argument(
+        "--graceful-timeout", type=float, help="overrides the file's graceful_timeout (seconds)"
+    )
+    parser.add_argument(
+        "--bind", action="append", help="overrides the file's bind (host:port; repeatable)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    config = Config.from_toml(args.config)
+    if args.graceful_timeout is not None:
+        config.graceful_timeout = args.graceful_timeout
+    if args.bind:
+        config.bind = args.bind
+    # serve() warns that `workers` has no effect; the file's workers = 0 means this process.
+    warnings.filterwarnings("ignore", "The config `workers` has no affect", Warning)
+    uvloop.run(run(config, Settings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""The real `python -m service.server` in a subprocess, on a free loopback port, against the
+test Postgres: what HTTP/1.1 clients see on their connections around SIGTERM.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from tests.project import ROOT
+
+LAME_DUCK = 1.5
+GRACEFUL_TIMEOUT = 2
+START_TIMEOUT = 20.0
+# Hypercorn's own logs, the lame duck's and the lifespan's, in the order a shutdown logs them.
+SHUTDOWN_LINES = (
+    "lame duck: started",
+    "lame duck: ended",
+    "shutdown: cancelling background tasks",
+    "shutdown complete",
+)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def connection(self) -> str | None:
+        return self.headers.get("connection")
+
+
+class Connection:
+    """One HTTP/1.1 connection, held open by the test (no pool decides when it is reused)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def request(self, method: str, path: str, payload: object = None) -> Response:
+        body = b"" if payload is None else json.dumps(payload).encode()
+        head = f"{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n"
+        if body:
+            head += "Content-Type: application/json\r\n"
+        self.writer.write(f"{head}\r\n".encode() + body)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        assert status_line, "the server closed the connection instead of answering"
+        headers = {}
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        content = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        return Response(int(status_line.split()[1]), headers, content)
+
+    async def closed_by_server(self) -> bool:
+        async with asyncio.timeout(2):
+            return await self.reader.read(1) == b""
+
+
+@asynccontextmanager
+async def connect(port: int) -> AsyncIterator[Connection]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield Connection(reader, writer)
+    finally:
+        writer.close()
+        with suppress(OSError):
+            await writer.wait_closed()
+
+
+class Server:
+    def __init__(self, process: asyncio.subprocess.Process, port: int) -> None:
+        self.process = process
+        self.port = port
+        self.log: list[dict[str, Any]] = []
+
+    async def collect_log(self) -> None:
+        assert self.process.stdout is not None
+        async for raw in self.process.stdout:
+            try:
+                self.log.append(json.loads(raw))
+            except ValueError:  # a traceback, or anything else not ours
+                self.log.append({"message": raw.decode(errors="replace").rstrip()})
+
+    def messages(self) -> list[str]:
+        return [str(line["message"]) for line in self.log]
+
+    def line(self, message: str) -> dict[str, Any]:
+        return next(line for line in self.log if line["message"] == message)
+
+    def signal(self, signum: signal.Signals) -> float:
+        """Sends the signal; returns when, on the monotonic clock."""
+        self.process.send_signal(signum)
+        return time.monotonic()
+
+    async def logged(self, message: str) -> None:
+        async with asyncio.timeout(5):
+            while message not in self.messages():
+                await asyncio.sleep(0.01)
+
+    async def wait_ready(self) -> None:
+        async with asyncio.timeout(START_TIMEOUT):
+            while True:
+                assert self.process.returncode is None, self.messages()
+                with suppress(ConnectionRefusedError):
+                    async with connect(self.port) as connection:
+                        if (await connection.request("GET", "/readyz")).status == 200:
+                            return
+                await asyncio.sleep(0.05)
+
+    async def refused(self) -> float:
+        """Waits until a connection is refused; returns when, on the monotonic clock."""
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    async with connect(self.port):
+                        pass
+                # Reset: the listener closed while this connection was in its backlog.
+                except (ConnectionRefusedError, ConnectionResetError):
+                    return time.monotonic()
+                await asyncio.sleep(0.02)
+
+    async def exit_code(self) -> int:
+        async with asyncio.timeout(15):
+            return await self.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def launched(**settings: object) -> AsyncIterator[Server]:
+    """The server as the image runs it, with APP_* settings from the arguments only."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("APP_")}
+    env |= {f"APP_{name.upper()}": str(value) for name, value in settings.items()}
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "service.server", "--bind", f"127.0.0.1:{port}"),
+        *("--graceful-timeout", str(GRACEFUL_TIMEOUT)),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    server = Server(process, port)
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(server.collect_log())
+            try:
+                yield server
+            finally:
+                # Whatever the test did, the process ends here, and with it the log.
+                if process.returncode is None:
+                    process.kill()
+    finally:
+        await process.wait()
+
+
+@asynccontextmanager
+async def serving(database_url: str, lame_duck: float) -> AsyncIterator[Server]:
+    async with launched(database_url=database_url, lame_duck_seconds=lame_duck) as server:
+        await server.wait_ready()
+        yield server
+
+
+async def test_sigterm_keeps_serving_with_connection_close_for_the_lame_duck(
+    database_url: str,
+) -> None:
+    async with serving(database_url, LAME_DUCK) as server, connect(server.port) as idle:
+        assert (await idle.request("GET", "/healthz")).connection is None
+        sent = server.signal(signal.SIGTERM)
+        await server.logged("lame duck: started")
+
+        async with connect(server.port) as fresh:
+            ready = await fresh.request("GET", "/readyz")
+        assert (ready.status, ready.connection) == (503, "close")
+        assert time.monotonic() - sent < 0.5, "readiness must turn at once"
+
+        # The keep-alive connection opened before SIGTERM was left open: it gets an answer,
+        # told to close, and then the server closes it.
+        reused = await idle.request("GET", "/healthz")
+        assert (reused.status, reused.connection) == (200, "close")
+        assert await idle.closed_by_server()
+
+        # New connections are still accepted; a write with a body is answered, closing.
+        async with connect(server.port) as late:
+            created = await late.request("POST", "/items", {"name": "duck", "price_cents": 1})
+        assert (created.status, created.connection) == (201, "close")
+
+        # HTTP/2 (h2c) keeps working, without the header (which HTTP/2 forbids; the h2
+        # library would strip it, so test_draining.py checks that the middleware omits it).
+        async with httpx.AsyncClient(http1=False, http2=True) as h2:
+            response = await h2.get(f"http://127.0.0.1:{server.port}/healthz")
+        assert (response.http_version, response.status_code) == ("HTTP/2", 200)
+        assert "connection" not in response.headers
+        assert time.monotonic() - sent < LAME_DUCK, "the checks above must run in the lame duck"
+
+        refused_after = await server.refused() - sent
+        assert LAME_DUCK - 0.1 < refused_after < LAME_DUCK + 1, refused_after
+        assert await server.exit_code() == 0
+    messages = server.messages()
+    assert [message for message in messages if message in SHUTDOWN_LINES] == list(SHUTDOWN_LINES)
+    assert server.line("lame duck: started")["signal"] == "SIGTERM"
+    assert server.line("lame duck: ended")["cut_short_by"] is None
+
+
+async def test_without_a_signal_no_response_asks_to_close(database_url: str) -> None:
+    async with serving(database_url, 0.2) as server:
+        async with connect(server.port) as connection:
+            for method, path, payload in (
+                ("GET", "/healthz", None),
+                ("GET", "/readyz", None),
+                ("POST", "/items", {"name": "quiet", "price_cents": 1}),
+                ("POST", "/items", {"name": "quiet", "price_cents": 1}),  # 409
+                ("GET", "/no-such-route", None),
+                ("PATCH", "/items/424242", {"price_cents": 2}),  # 404
+            ):
+                response = await connection.request(method, path, payload)
+                assert response.connection is None, (method, path, response)
+        server.signal(signal.SIGINT)
+        assert await server.exit_code() == 0
+    assert server.line("lame duck: started")["signal"] == "SIGINT"
+    assert "shutdown complete" in server.messages()
+
+
+async def test_a_second_sigterm_ends_the_lame_duck_early(database_url: str) -> None:
+    async with serving(database_url, 60) as server:
+        sent = server.signal(signal.SIGTERM)
+        await server.logged("lame duck: started")
+        server.signal(signal.SIGTERM)
+        assert await server.refused() - sent < 2
+        assert await server.exit_code() == 0
+    assert server.line("lame duck: ended")["cut_short_by"] == "SIGTERM"
+    assert "shutdown complete" in server.messages()
+
+
+async def test_a_failed_lifespan_exits_non_zero() -> None:
+    async with launched(
+        database_url="postgresql://app@127.0.0.1:9/app",  # discard port: always refused
+        db_startup_deadline=0.5,
+    ) as server:
+        assert await server.exit_code() != 0
+    assert "lame duck: started" not in server.messages()
