@@ -46,7 +46,6 @@ DEFAULTS = {
     "APP_IMAGE_REPOSITORY": "service",
     "DEPLOY_HEALTH_TIMEOUT": "120",
     "APP_REPLICAS": "2",
-    "GRACEFUL_TIMEOUT": "65",
     "DEPLOY_MODE": "compose",
 }
 
@@ -306,8 +305,9 @@ def wait_healthy(target: Target, containers: list[str], timeout: float) -> str |
 
 def stop(target: Target, containers: list[str]) -> None:
     if containers:
-        grace = str(int(target.settings["GRACEFUL_TIMEOUT"]) + 20)
-        target.docker("stop", "--time", grace, *containers)
+        # No --time: each container's own stop timeout (compose.yaml's stop_grace_period, which
+        # covers the lame duck, graceful_timeout and shutdown_timeout) applies.
+        target.docker("stop", *containers)
         target.docker("rm", *containers)
 
 

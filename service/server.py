@@ -3,16 +3,21 @@
     python -m service.server [--config hypercorn.toml] [--graceful-timeout S] [--bind ADDR]
 
 hypercorn.toml is read with Hypercorn's own loader; the flags override it (compose.yaml
-passes --graceful-timeout). On SIGTERM or SIGINT the app drains at once: readiness answers
-503 and every HTTP/1.1 response carries `Connection: close`, while the listener keeps
-accepting for APP_LAME_DUCK_SECONDS (a second signal ends that early). Then Hypercorn's own
-graceful shutdown runs: listener closed, in-flight requests given graceful_timeout, the
-lifespan shutdown given shutdown_timeout. Exit 0 when clean; an exception (a failed lifespan)
-ends the process with its traceback and exit status 1.
+passes --graceful-timeout). On SIGTERM or SIGINT the app drains at once: the listener closes
+(a new connection is refused, which Caddy retries on another replica, whatever the method),
+readiness answers 503, and every HTTP/1.1 response on the connections already open carries
+`Connection: close`. That lasts APP_LAME_DUCK_SECONDS (a second signal ends it early): longer
+than Caddy's upstream keep-alive, so that by then Caddy has closed every connection it left
+idle. Then Hypercorn's own graceful shutdown runs: in-flight requests are given
+graceful_timeout, the lifespan shutdown shutdown_timeout. Exit 0 when clean; an exception (a
+failed lifespan) ends the process with its traceback and exit status 1.
 
 Why: Hypercorn alone closes idle keep-alive connections the moment SIGTERM arrives and
 closes a connection after an in-flight response without saying so, so Caddy may write a
-request onto a connection that is closing; a POST with a body cannot be retried (502).
+request onto a connection that is closing; a POST with a body cannot be retried (502). And the
+listener closes first, not last: during the lame duck every response closes its connection, so
+Caddy would dial this replica for each request, and a connection still in the accept backlog
+when the listener closed would be reset after Caddy had sent a request on it.
 
 `hypercorn.asyncio.serve` runs the app in this process on the running loop: hypercorn.toml's
 `workers` and `worker_class` are for the hypercorn CLI (compose.dev.yaml). This is always
@@ -26,6 +31,7 @@ import signal
 import warnings
 from contextlib import suppress
 from functools import partial
+from typing import Any
 
 import uvloop
 from hypercorn.asyncio import serve
@@ -41,12 +47,32 @@ log = logging.getLogger("service.server")
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+class ListeningLoop(uvloop.Loop):
+    """uvloop, keeping the servers Hypercorn creates, so the lame duck can close listeners
+    (Hypercorn's serve() keeps them to itself until its graceful shutdown)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.servers: list[asyncio.AbstractServer] = []
+
+    # Typed as a pass-through: the overloads of AbstractEventLoop.create_server stay the API.
+    async def create_server(  # type: ignore[override]
+        self, *args: Any, **kwargs: Any
+    ) -> asyncio.AbstractServer:
+        server: asyncio.AbstractServer = await super().create_server(*args, **kwargs)
+        self.servers.append(server)
+        return server
+
+
 async def lame_duck(
     signals: asyncio.Queue[signal.Signals], draining: Draining, seconds: float
 ) -> None:
     """Hypercorn's shutdown trigger: returns when its graceful shutdown should begin."""
     first = await signals.get()
     draining.start()
+    loop = asyncio.get_running_loop()
+    for server in getattr(loop, "servers", ()):
+        server.close()  # the listener only: open connections stay, and are told to close
     log.info("lame duck: started", extra={"signal": first.name, "seconds": seconds})
     second: signal.Signals | None = None
     with suppress(TimeoutError):
@@ -93,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         config.bind = args.bind
     # serve() warns that `workers` has no effect; the file's workers = 0 means this process.
     warnings.filterwarnings("ignore", "The config `workers` has no affect", Warning)
-    uvloop.run(run(config, Settings()))
+    with asyncio.Runner(loop_factory=ListeningLoop) as runner:
+        runner.run(run(config, Settings()))
 
 
 if __name__ == "__main__":

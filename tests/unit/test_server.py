@@ -1,5 +1,5 @@
 """The real `python -m service.server` in a subprocess, on a free loopback port, against the
-test Postgres: what HTTP/1.1 clients see on their connections around SIGTERM.
+test Postgres: what clients see on their connections around SIGTERM.
 """
 
 import asyncio
@@ -179,41 +179,42 @@ async def serving(database_url: str, lame_duck: float) -> AsyncIterator[Server]:
         yield server
 
 
-async def test_sigterm_keeps_serving_with_connection_close_for_the_lame_duck(
+async def test_sigterm_closes_the_listener_and_serves_open_connections_closing(
     database_url: str,
 ) -> None:
-    async with serving(database_url, LAME_DUCK) as server, connect(server.port) as idle:
+    async with (
+        serving(database_url, LAME_DUCK) as server,
+        connect(server.port) as idle,
+        connect(server.port) as other,
+        httpx.AsyncClient(http1=False, http2=True) as h2,
+    ):
         assert (await idle.request("GET", "/healthz")).connection is None
+        h2_url = f"http://127.0.0.1:{server.port}/healthz"
+        assert (await h2.get(h2_url)).http_version == "HTTP/2"
         sent = server.signal(signal.SIGTERM)
         await server.logged("lame duck: started")
 
-        async with connect(server.port) as fresh:
-            ready = await fresh.request("GET", "/readyz")
-        assert (ready.status, ready.connection) == (503, "close")
-        assert time.monotonic() - sent < 0.5, "readiness must turn at once"
+        # The listener is closed at once: a new connection is refused (Caddy retries that on
+        # another replica, for any method, since nothing was sent).
+        assert await server.refused() - sent < 0.5, "the listener must close at once"
 
-        # The keep-alive connection opened before SIGTERM was left open: it gets an answer,
-        # told to close, and then the server closes it.
-        reused = await idle.request("GET", "/healthz")
-        assert (reused.status, reused.connection) == (200, "close")
-        assert await idle.closed_by_server()
-
-        # New connections are still accepted; a write with a body is answered, closing.
-        async with connect(server.port) as late:
-            created = await late.request("POST", "/items", {"name": "duck", "price_cents": 1})
+        # Connections opened before SIGTERM stay open and are answered, each told to close.
+        ready = await other.request("GET", "/readyz")
+        assert (ready.status, ready.connection) == (503, "close"), "readiness turns at once"
+        assert await other.closed_by_server()
+        created = await idle.request("POST", "/items", {"name": "duck", "price_cents": 1})
         assert (created.status, created.connection) == (201, "close")
+        assert await idle.closed_by_server()
 
         # HTTP/2 (h2c) keeps working, without the header (which HTTP/2 forbids; the h2
         # library would strip it, so test_draining.py checks that the middleware omits it).
-        async with httpx.AsyncClient(http1=False, http2=True) as h2:
-            response = await h2.get(f"http://127.0.0.1:{server.port}/healthz")
+        response = await h2.get(h2_url)
         assert (response.http_version, response.status_code) == ("HTTP/2", 200)
         assert "connection" not in response.headers
         assert time.monotonic() - sent < LAME_DUCK, "the checks above must run in the lame duck"
 
-        refused_after = await server.refused() - sent
-        assert LAME_DUCK - 0.1 < refused_after < LAME_DUCK + 1, refused_after
         assert await server.exit_code() == 0
+        assert time.monotonic() - sent > LAME_DUCK - 0.1, "the lame duck was cut short"
     messages = server.messages()
     assert [message for message in messages if message in SHUTDOWN_LINES] == list(SHUTDOWN_LINES)
     assert server.line("lame duck: started")["signal"] == "SIGTERM"
@@ -244,8 +245,8 @@ async def test_a_second_sigterm_ends_the_lame_duck_early(database_url: str) -> N
         sent = server.signal(signal.SIGTERM)
         await server.logged("lame duck: started")
         server.signal(signal.SIGTERM)
-        assert await server.refused() - sent < 2
         assert await server.exit_code() == 0
+        assert time.monotonic() - sent < 2
     assert server.line("lame duck: ended")["cut_short_by"] == "SIGTERM"
     assert "shutdown complete" in server.messages()
 
