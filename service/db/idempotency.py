@@ -1,6 +1,6 @@
 """SQL for the responses stored under Idempotency-Key values (see services/idempotency.py)."""
 
-from service.db.pool import Connection
+from service.db.pool import Connection, Pool
 from service.models import IdempotencyRecord, StoredResponse
 
 COLUMNS = "fingerprint, status, body, location"
@@ -42,3 +42,14 @@ async def store(
         response.location,
         ttl,
     )
+
+
+async def delete_expired(pool: Pool, limit: int) -> int:
+    """At most `limit` expired records; rows a request is replacing right now are skipped."""
+    status = await pool.execute(
+        """DELETE FROM idempotency_keys WHERE key IN (
+               SELECT key FROM idempotency_keys WHERE expires_at <= now()
+               ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)""",
+        limit,
+    )
+    return int(status.removeprefix("DELETE "))

@@ -9,6 +9,7 @@ successful response is stored, so a failed attempt can be retried.
 
 import hashlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,10 +17,13 @@ from typing import Any
 from prometheus_client import Counter
 
 from service.db import idempotency as queries
-from service.db.pool import Connection
+from service.db.pool import Connection, Pool
 from service.models import FieldError, StoredResponse
 from service.services.errors import Conflict, InvalidInput
 
+log = logging.getLogger(__name__)
+
+PURGE_BATCH = 1000
 REUSED = FieldError(
     loc=["header", "Idempotency-Key"],
     msg="already used for another request (method, path or body)",
@@ -72,3 +76,17 @@ class IdempotencyService:
             )
         self._outcomes.labels("stored").inc()
         return response, False
+
+
+async def purge_expired(pool: Pool, batch: int = PURGE_BATCH) -> int:
+    """Deletes every expired record, `batch` rows per statement: each is a short transaction,
+    so a large backlog never holds many row locks or one long transaction."""
+    purged = 0
+    while True:
+        deleted = await queries.delete_expired(pool, batch)
+        purged += deleted
+        if deleted < batch:
+            break
+    if purged:
+        log.info("expired idempotency keys purged", extra={"count": purged})
+    return purged

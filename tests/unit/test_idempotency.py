@@ -8,6 +8,10 @@ import pytest
 
 from service.db import idempotency as queries
 from service.db.pool import Pool
+from service.main import create_app
+from service.models import StoredResponse
+from service.services.idempotency import purge_expired
+from tests.unit.conftest import make_settings, run_lifespan
 
 PROBLEM = "application/problem+json"
 REPLAYED = "idempotent-replayed"
@@ -146,6 +150,28 @@ async def test_an_expired_key_counts_as_absent(client: httpx.AsyncClient, pool: 
     assert REPLAYED not in again.headers
     assert again.json()["id"] != first.json()["id"]
     assert_replay_of(await client.post("/jobs", json=JOB, headers=keyed("stale")), again)
+
+
+async def store_expiring(pool: Pool, key: str, ttl: float) -> None:
+    response = StoredResponse(status=204, body=None, location=None)
+    async with pool.acquire() as connection:
+        await queries.store(connection, key, "fingerprint", response, ttl)
+
+
+async def test_expired_keys_are_purged_in_batches(pool: Pool) -> None:
+    for number in range(5):
+        await store_expiring(pool, f"old-{number}", ttl=-1)
+    await store_expiring(pool, "live", ttl=60)
+    assert await purge_expired(pool, batch=2) == 5
+    assert await pool.fetchval("SELECT array_agg(key) FROM idempotency_keys") == ["live"]
+
+
+async def test_the_lifespan_purges_expired_keys(database_url: str, pool: Pool) -> None:
+    await store_expiring(pool, "old", ttl=-1)
+    app = create_app(make_settings(database_url, idempotency_purge_interval=0.05))
+    async with run_lifespan(app), asyncio.timeout(10):
+        while await count(pool, "idempotency_keys"):
+            await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize(
