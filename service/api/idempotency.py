@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, WithJsonSchema
 
 from service.api.deps import IdempotencyServiceDep
@@ -91,13 +90,14 @@ class Idempotent:
     async def __call__(
         self, body: BaseModel | None, effect: Callable[[], Awaitable[Outcome]]
     ) -> Response:
-        status: int = self._request.scope["route"].status_code
+        status: int = self._request.scope["route"].status_code  # as its decorator declares
 
         async def respond() -> StoredResponse:
             outcome = await effect()
             return StoredResponse(
                 status=status,
-                body=None if outcome.body is None else _render(outcome.body),
+                # As FastAPI renders a response_model: responses without a key are unchanged.
+                body=None if outcome.body is None else outcome.body.model_dump_json(),
                 location=outcome.location,
             )
 
@@ -111,13 +111,8 @@ class Idempotent:
         headers = {"Location": response.location} if response.location else {}
         if replayed:
             headers[REPLAYED_HEADER] = "true"
-        media_type = None if response.body is None else "application/json"
-        return Response(response.body, response.status, headers, media_type)
-
-
-def _render(body: BaseModel) -> str:
-    """As FastAPI renders a response_model, so responses without a key are unchanged."""
-    return bytes(JSONResponse(body.model_dump(mode="json")).body).decode()
+        # application/json even on a 204, as FastAPI sends it.
+        return Response(response.body, response.status, headers, "application/json")
 
 
 IdempotentDep = Annotated[Idempotent, Depends()]
