@@ -26,6 +26,7 @@ from service.jobs.handlers import JobHandler
 from service.jobs.supervisor import supervise
 from service.jobs.worker import Worker
 from service.metrics import Metrics
+from service.services.idempotency import purge_expired
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,12 @@ def _background(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
     settings = runtime.settings
     tasks: dict[str, Callable[[], Awaitable[None]]] = {
         "job-events": lambda: runtime.events.listen(settings),
-        "job-stats": lambda: _refresh_queue_gauge(runtime),
+        "job-stats": lambda: _periodically(
+            settings.stats_interval, lambda: _refresh_queue_gauge(runtime)
+        ),
+        "idempotency-purge": lambda: _periodically(
+            settings.idempotency_purge_interval, lambda: purge_expired(runtime.pool)
+        ),
     }
     # Lease owners must be unique across replicas and restarts.
     process_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
@@ -93,9 +99,14 @@ def _background(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
     return tasks
 
 
-async def _refresh_queue_gauge(runtime: Runtime) -> None:
+async def _periodically(seconds: float, action: Callable[[], Awaitable[object]]) -> None:
+    """Runs `action` every `seconds`; an unreachable database skips a round, not the task."""
     while True:
         with suppress(*DATABASE_UNAVAILABLE):
-            for state, count in (await job_queries.count_unfinished(runtime.pool)).items():
-                runtime.metrics.jobs_unfinished.labels(state).set(count)
-        await asyncio.sleep(runtime.settings.stats_interval)
+            await action()
+        await asyncio.sleep(seconds)
+
+
+async def _refresh_queue_gauge(runtime: Runtime) -> None:
+    for state, count in (await job_queries.count_unfinished(runtime.pool)).items():
+        runtime.metrics.jobs_unfinished.labels(state).set(count)

@@ -39,6 +39,12 @@ class Metrics:
             ["state"],
             registry=self.registry,
         )
+        self.idempotency = Counter(
+            "idempotency_requests_total",
+            "Requests with an Idempotency-Key by outcome (stored, replayed, mismatch, in_flight).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self._pool_collector: PoolCollector | None = None
 
     def watch_pool(self, pool: Pool) -> None:

@@ -107,6 +107,19 @@ class ClaimedJob(BaseModel):
     max_attempts: int
 
 
+# --- idempotency -------------------------------------------------------------------------------
+class StoredResponse(BaseModel):
+    """A response as sent, kept to be replayed for a repeated Idempotency-Key."""
+
+    status: int
+    body: str | None = Field(description="The JSON text exactly as sent; None for a 204.")
+    location: str | None
+
+
+class IdempotencyRecord(StoredResponse):
+    fingerprint: str
+
+
 # --- operations --------------------------------------------------------------------------------
 class Health(BaseModel):
     status: Literal["ok"] = "ok"

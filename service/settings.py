@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     job_release_timeout: float = Field(5.0, gt=0, description="Cancelled job's release, seconds.")
     job_max_wait: float = Field(60.0, gt=0, description="Upper bound of GET /jobs/{id}?wait=.")
 
+    idempotency_key_ttl: float = Field(
+        86400.0, gt=0, description="How long a response is replayed for its Idempotency-Key, s."
+    )
+    idempotency_purge_interval: float = Field(
+        60.0, gt=0, description="Expired Idempotency-Key responses are deleted this often, s."
+    )
+
     supervisor_max_backoff: float = Field(30.0, gt=0, description="Crashed task restart cap, s.")
     stats_interval: float = Field(5.0, gt=0, description="Queue-depth gauge refresh, seconds.")
 

@@ -7,6 +7,7 @@ from fastapi import Depends, Request
 
 from service.db.pool import Connection
 from service.lifespan import Runtime
+from service.services.idempotency import IdempotencyService
 from service.services.items import ItemService
 from service.services.jobs import JobService
 
@@ -35,5 +36,12 @@ def get_job_service(runtime: RuntimeDep) -> JobService:
     return JobService(runtime.pool, runtime.events, runtime.handlers)
 
 
+def get_idempotency_service(connection: ConnectionDep, runtime: RuntimeDep) -> IdempotencyService:
+    return IdempotencyService(
+        connection, runtime.settings.idempotency_key_ttl, runtime.metrics.idempotency
+    )
+
+
 ItemServiceDep = Annotated[ItemService, Depends(get_item_service)]
 JobServiceDep = Annotated[JobService, Depends(get_job_service)]
+IdempotencyServiceDep = Annotated[IdempotencyService, Depends(get_idempotency_service)]

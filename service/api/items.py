@@ -6,22 +6,25 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from service.api.deps import ItemServiceDep
 from service.api.errors import UNAVAILABLE
+from service.api.idempotency import RESPONSES as IDEMPOTENT
+from service.api.idempotency import IdempotentDep, Outcome
 from service.models import BIGINT_MAX, Item, ItemCreate, ItemPage, ItemUpdate, Problem
 
 router = APIRouter(prefix="/items", tags=["items"], responses=UNAVAILABLE)
 
 ItemId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
-CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": Problem}}
 
 
-@router.post("", response_model=Item, status_code=201, responses=CONFLICT)
+@router.post("", response_model=Item, status_code=201, responses=IDEMPOTENT)
 async def create_item(
-    data: ItemCreate, items: ItemServiceDep, request: Request, response: Response
-) -> Item:
-    item = await items.create(data)
-    response.headers["Location"] = str(request.url_for("get_item", item_id=item.id))
-    return item
+    data: ItemCreate, idempotent: IdempotentDep, items: ItemServiceDep, request: Request
+) -> Response:
+    async def create() -> Outcome:
+        item = await items.create(data)
+        return Outcome(item, str(request.url_for("get_item", item_id=item.id)))
+
+    return await idempotent(data, create)
 
 
 @router.get("", response_model=ItemPage, status_code=200)
@@ -38,11 +41,22 @@ async def get_item(item_id: ItemId, items: ItemServiceDep) -> Item:
     return await items.get(item_id)
 
 
-@router.patch("/{item_id}", response_model=Item, status_code=200, responses=NOT_FOUND | CONFLICT)
-async def update_item(item_id: ItemId, changes: ItemUpdate, items: ItemServiceDep) -> Item:
-    return await items.update(item_id, changes)
+@router.patch("/{item_id}", response_model=Item, status_code=200, responses=NOT_FOUND | IDEMPOTENT)
+async def update_item(
+    item_id: ItemId, changes: ItemUpdate, idempotent: IdempotentDep, items: ItemServiceDep
+) -> Response:
+    async def update() -> Outcome:
+        return Outcome(await items.update(item_id, changes))
+
+    return await idempotent(changes, update)
 
 
-@router.delete("/{item_id}", status_code=204, responses=NOT_FOUND)
-async def delete_item(item_id: ItemId, items: ItemServiceDep) -> None:
-    await items.delete(item_id)
+@router.delete("/{item_id}", status_code=204, responses=NOT_FOUND | IDEMPOTENT)
+async def delete_item(
+    item_id: ItemId, idempotent: IdempotentDep, items: ItemServiceDep
+) -> Response:
+    async def delete() -> Outcome:
+        await items.delete(item_id)
+        return Outcome()
+
+    return await idempotent(None, delete)

@@ -5,8 +5,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 
-from service.api.deps import JobServiceDep
+from service.api.deps import ConnectionDep, JobServiceDep
 from service.api.errors import UNAVAILABLE
+from service.api.idempotency import RESPONSES as IDEMPOTENT
+from service.api.idempotency import IdempotentDep, Outcome
 from service.models import Job, JobCreate, Problem
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=UNAVAILABLE)
@@ -14,13 +16,19 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses=UNAVAILABLE)
 MAX_WAIT_SECONDS = 60  # keep below the proxy's response timeout
 
 
-@router.post("", response_model=Job, status_code=202, responses={422: {"model": Problem}})
+@router.post("", response_model=Job, status_code=202, responses=IDEMPOTENT)
 async def enqueue_job(
-    data: JobCreate, jobs: JobServiceDep, request: Request, response: Response
-) -> Job:
-    job = await jobs.enqueue(data)
-    response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
-    return job
+    data: JobCreate,
+    idempotent: IdempotentDep,
+    jobs: JobServiceDep,
+    connection: ConnectionDep,
+    request: Request,
+) -> Response:
+    async def enqueue() -> Outcome:
+        job = await jobs.enqueue(data, connection)
+        return Outcome(job, str(request.url_for("get_job", job_id=job.id)))
+
+    return await idempotent(data, enqueue)
 
 
 @router.get("/{job_id}", response_model=Job, status_code=200, responses={404: {"model": Problem}})

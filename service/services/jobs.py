@@ -1,7 +1,9 @@
 """Jobs: enqueue with a validated payload, read, and long-poll until finished.
 
 This service holds the pool, not one connection: a long-poll must not pin a connection for
-its whole wait, so each read borrows one briefly.
+its whole wait, so each read borrows one briefly. An enqueue runs on the request's connection,
+in the transaction of an Idempotency-Key if there is one (the queue's NOTIFY is sent at its
+commit).
 """
 
 import asyncio
@@ -12,7 +14,7 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from service.db import jobs as queries
-from service.db.pool import Pool
+from service.db.pool import Connection, Pool
 from service.jobs.events import JobEvents
 from service.jobs.handlers import JobHandler
 from service.models import FieldError, Job, JobCreate
@@ -29,7 +31,7 @@ class JobService:
         self._events = events
         self._handlers = handlers
 
-    async def enqueue(self, request: JobCreate) -> Job:
+    async def enqueue(self, request: JobCreate, connection: Connection) -> Job:
         handler = self._handlers.get(request.kind)
         if handler is None:
             known = ", ".join(sorted(self._handlers))
@@ -50,7 +52,7 @@ class JobService:
                 ]
             ) from None
         return await queries.insert(
-            self._pool, request.kind, payload.model_dump(mode="json"), request.max_attempts
+            connection, request.kind, payload.model_dump(mode="json"), request.max_attempts
         )
 
     async def get(self, job_id: UUID) -> Job:
