@@ -1,6 +1,7 @@
 """Hooks for the schema fuzzing run (test_fuzz.py names this module in SCHEMATHESIS_HOOKS)."""
 
 import sys
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from hypothesis.internal import lambda_sources
 # shortened; nothing else is touched, and out-of-range values still reach the API as generated.
 JOB_SECONDS = (0, 600, 0.2)  # schema minimum, maximum, what the fuzzer's jobs get
 WAIT_SECONDS = (0, 60, 0.5)
+IDEMPOTENCY_KEY = "Idempotency-Key"
 
 
 def _shorten(container: object, key: str, bounds: tuple[float, float, float]) -> None:
@@ -31,6 +33,12 @@ def before_call(context: schemathesis.HookContext, case: schemathesis.Case[Any],
         _shorten(payload, "seconds", JOB_SECONDS)
     elif case.operation.path == "/jobs/{job_id}":
         _shorten(case.query, "wait", WAIT_SECONDS)
+    # The fuzzer draws few distinct keys and reuses them across different bodies, which the API
+    # rightly refuses (422: one key, one request). A valid case gets a key of its own; invalid
+    # keys of negative cases still reach the API as generated.
+    positive = case.meta is not None and case.meta.generation.mode.is_positive
+    if positive and case.headers and IDEMPOTENCY_KEY in case.headers:
+        case.headers[IDEMPOTENCY_KEY] = uuid.uuid4().hex
 
 
 # CPython 3.11 before 3.11.8 can raise SystemError ("AST constructor recursion depth mismatch")

@@ -1,40 +1,83 @@
-"""A steady stream of requests through the edge, over HTTP/1.1 and HTTP/2 at once, recording
-every outcome: what rolling restarts and deploys must get through without a failure."""
+"""The traffic every availability test runs through the edge: 32 clients at once, half over
+HTTP/1.1 and half over HTTP/2, each cycling through reads, writes with JSON bodies, deletes,
+job submissions and job reads, with an Idempotency-Key on every other write. Every outcome is
+recorded by method, and `verify` checks what the database holds against what the clients were
+told."""
 
+import asyncio
 import threading
 import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
 import httpx
 
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, eventually
+
+CLIENTS = 32
+HTTP2_CLIENTS_PER_CONNECTION = 4  # like a browser multiplexing a page's requests
+# Each client waits this long between its requests: 32 clients then offer ~600 requests/s, as
+# much as the two-core machines serve without starving the containers being restarted.
+PAUSE = 0.05
+# What each request must be answered with. Anything else is unexpected; a 5xx or no HTTP answer
+# at all (a transport error, a timeout) is a failure.
+EXPECTED = {
+    "GET /healthz": {200},
+    "GET /items": {200},
+    "GET /items/{id}": {200},
+    "POST /items": {201},
+    "PATCH /items/{id}": {200},
+    "DELETE /items/{id}": {204},
+    "POST /jobs": {202},
+    "GET /jobs/{id}": {200},
+}
 
 
 @dataclass(frozen=True)
 class Outcome:
-    at: float  # time.monotonic() when the response (or error) came back
-    ok: bool
-    detail: str  # the body's "version" for /healthz, else status and the start of the body
+    at: float  # time.monotonic() when the answer (or the error) came back
+    request: str  # a key of EXPECTED
+    keyed: bool
+    status: int | None  # None: no HTTP answer
+    detail: str  # the error, or the start of the body
+    version: str | None = None  # what /healthz reported
+    content_type: str | None = None
+    retry_after: str | None = None
+
+    @property
+    def method(self) -> str:
+        return self.request.split(" ", 1)[0]
+
+    @property
+    def failed(self) -> bool:
+        return self.status is None or self.status >= 500
+
+    @property
+    def expected(self) -> bool:
+        return self.status in EXPECTED[self.request]
 
 
 @dataclass
-class SteadyTraffic:
+class MixedTraffic:
     stack: Stack
-    path: str
-    pause: float = 0.02
+    clients: int = CLIENTS
+    pause: float = PAUSE
     outcomes: list[Outcome] = field(default_factory=list)
+    created: set[str] = field(default_factory=set)  # item names answered 201
+    deleted: set[str] = field(default_factory=set)  # item names answered 204
+    jobs: set[str] = field(default_factory=set)  # job ids answered 202
 
     def __post_init__(self) -> None:
+        self.run_id = uuid.uuid4().hex[:8]
         self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._send, args=(http2,), daemon=True)
-            for http2 in (False, True)
-        ]
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
-    def __enter__(self) -> "SteadyTraffic":
-        for thread in self._threads:
-            thread.start()
+    def __enter__(self) -> "MixedTraffic":
+        self.started_at = self.stack.psql("SELECT now()")  # the database's clock, for jobs
+        self._thread.start()
         return self
 
     def __exit__(
@@ -44,28 +87,154 @@ class SteadyTraffic:
         traceback: TracebackType | None,
     ) -> None:
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
+        self._thread.join(timeout=90)
 
-    def _send(self, http2: bool) -> None:
-        with self.stack.client(http2=http2) as client:
-            while not self._stop.is_set():
-                try:
-                    response = client.get(self.path)
-                    ok = response.status_code == 200
-                    detail = (
-                        str(response.json().get("version"))
-                        if ok and self.path == "/healthz"
-                        else f"{response.status_code} {response.text[:80]}"
-                    )
-                    self.outcomes.append(Outcome(time.monotonic(), ok, detail))
-                except httpx.HTTPError as error:
-                    self.outcomes.append(Outcome(time.monotonic(), False, repr(error)))
-                time.sleep(self.pause)
+    # --- the clients --------------------------------------------------------------------------
+    async def _run(self) -> None:
+        half = self.clients // 2
+        h1 = self.stack.async_client(limits=httpx.Limits(max_connections=half))
+        h2 = [
+            self.stack.async_client(http2=True)
+            for _ in range(max(1, half // HTTP2_CLIENTS_PER_CONNECTION))
+        ]
+        try:
+            clients = [h1] * half + [h2[n % len(h2)] for n in range(self.clients - half)]
+            await asyncio.gather(*(self._client(number, c) for number, c in enumerate(clients)))
+        finally:
+            for client in (h1, *h2):
+                await client.aclose()
 
+    async def _client(self, number: int, client: httpx.AsyncClient) -> None:
+        cycle = 0
+        while not self._stop.is_set():
+            keyed = (number + cycle) % 2 == 0  # every other write of each client
+            name = f"traffic-{self.run_id}-{number}-{cycle}"
+            body = {"name": name, "description": "availability test", "price_cents": 100}
+            created = await self._send(client, "POST /items", "/items", body, keyed)
+            await self._send(client, "GET /healthz", "/healthz")
+            await self._send(client, "GET /items", "/items?limit=20")
+            if created is not None:
+                item = f"/items/{created.json()['id']}"
+                self.created.add(name)
+                await self._send(client, "GET /items/{id}", item)
+                change = {"price_cents": cycle + 1}
+                await self._send(client, "PATCH /items/{id}", item, change, not keyed)
+            job = {"kind": "sleep", "payload": {"seconds": 0.01}}
+            accepted = await self._send(client, "POST /jobs", "/jobs", job, keyed)
+            if accepted is not None:
+                job_id = str(accepted.json()["id"])
+                self.jobs.add(job_id)
+                await self._send(client, "GET /jobs/{id}", f"/jobs/{job_id}")
+            deleting = created is not None and cycle % 2 == 1
+            if deleting and await self._send(client, "DELETE /items/{id}", item, keyed=keyed):
+                self.deleted.add(name)
+            cycle += 1
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        request: str,
+        path: str,
+        body: Mapping[str, object] | None = None,
+        keyed: bool = False,
+    ) -> httpx.Response | None:
+        """One request, its outcome recorded; the response when it is the expected one."""
+        if self._stop.is_set():
+            return None
+        headers = {"Idempotency-Key": uuid.uuid4().hex} if keyed else {}
+        method = request.split(" ", 1)[0]
+        try:
+            response = await client.request(method, path, json=body, headers=headers)
+        except httpx.HTTPError as error:
+            self.outcomes.append(Outcome(time.monotonic(), request, keyed, None, repr(error)))
+            await asyncio.sleep(self.pause)
+            return None
+        status = response.status_code
+        version = (
+            response.json()["version"] if request == "GET /healthz" and status == 200 else None
+        )
+        outcome = Outcome(
+            time.monotonic(),
+            request,
+            keyed,
+            status,
+            response.text[:120],
+            version,
+            response.headers.get("content-type"),
+            response.headers.get("retry-after"),
+        )
+        self.outcomes.append(outcome)
+        await asyncio.sleep(self.pause)
+        return response if outcome.expected else None
+
+    # --- what happened ------------------------------------------------------------------------
     @property
     def failures(self) -> list[Outcome]:
-        return [outcome for outcome in self.outcomes if not outcome.ok]
+        return [outcome for outcome in self.outcomes if outcome.failed]
+
+    @property
+    def unexpected(self) -> list[Outcome]:
+        return [outcome for outcome in self.outcomes if not outcome.expected]
+
+    @property
+    def writes(self) -> list[Outcome]:
+        return [outcome for outcome in self.outcomes if outcome.method != "GET"]
+
+    def versions(self, during: Callable[[float], bool]) -> set[str | None]:
+        """The versions /healthz reported in answers that came back when `during(at)` held."""
+        return {o.version for o in self.outcomes if o.version is not None and during(o.at)}
 
     def summary(self) -> str:
-        return f"{len(self.outcomes)} requests, {len(self.failures)} failed"
+        by_method: Counter[str] = Counter(o.method for o in self.outcomes)
+        failed: Counter[str] = Counter(o.method for o in self.failures)
+        methods = ", ".join(f"{m} {n} ({failed[m]} failed)" for m, n in sorted(by_method.items()))
+        keyed = sum(o.keyed for o in self.writes)
+        return (
+            f"{len(self.outcomes)} requests, {len(self.writes)} writes ({keyed} keyed), "
+            f"{len(self.failures)} failed, {len(self.unexpected)} unexpected; {methods}"
+        )
+
+    def verify(self) -> None:
+        """Every request got its expected answer, and the database holds what they said."""
+        print(f"traffic: {self.summary()}")
+        assert len(self.outcomes) > 0, "no traffic"
+        assert self.failures == [], (
+            f"{self.failures[:10]}\nthe edge's errors:\n{self.edge_errors()}"
+        )
+        assert self.unexpected == [], self.unexpected[:10]
+        self.verify_data()
+
+    def edge_errors(self) -> str:
+        """What Caddy logged about the requests it could not proxy (for a failure's report)."""
+        lines = [
+            f"{line.get('ts')} {line.get('msg')}: {line.get('error')}"
+            for proxy in self.stack.containers("proxy")
+            for line in self.stack.logs(proxy)
+            if line.get("level") == "error"
+        ]
+        return "\n".join(lines[-20:])
+
+    def verify_data(self, jobs_done_within: float = 90) -> None:
+        """The database holds exactly what the clients were told, nothing more or less."""
+        # Every item answered 201 exists once (names are unique), unless answered 204 since;
+        # and none exists that no client was told about.
+        listed = self.stack.psql(
+            f"SELECT name FROM items WHERE name LIKE 'traffic-{self.run_id}-%'"
+        )
+        assert sorted(listed.split()) == sorted(self.created - self.deleted)
+        # Every job answered 202 reaches done, and no request created a job twice.
+        assert self._eventually(self._jobs_unfinished, jobs_done_within) == 0
+        since = f"created_at >= '{self.started_at}'"
+        assert int(self.stack.psql(f"SELECT count(*) FROM jobs WHERE {since}")) == len(self.jobs)
+
+    def _jobs_unfinished(self) -> int:
+        if not self.jobs:
+            return 0
+        ids = ",".join(f"'{job}'" for job in self.jobs)
+        query = f"SELECT count(*) FROM jobs WHERE id IN ({ids}) AND state <> 'done'"
+        return int(self.stack.psql(query))
+
+    @staticmethod
+    def _eventually(count: Callable[[], int], timeout: float) -> int:
+        eventually(lambda: count() == 0, timeout, interval=1)
+        return count()
