@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.release import Release
-from tests.integration.traffic import SteadyTraffic
+from tests.integration.traffic import MixedTraffic
 
 PROJECT = "service-deploytest"
 REPOSITORY = "service-deploytest"
@@ -50,24 +50,19 @@ def test_deploy_under_steady_traffic_fails_no_request_and_loses_no_job(release: 
     a, b = release.commits["A"], release.commits["B"]
     with release.stack.client() as client:
         job = client.post("/jobs", json={"kind": "sleep", "payload": {"seconds": 3}}).json()
-    with SteadyTraffic(release.stack, "/healthz") as traffic:
+    with MixedTraffic(release.stack) as traffic:
         time.sleep(2)
         started = time.monotonic()
         result = release.deploy("--commit", b)
         finished = time.monotonic()
         time.sleep(2)
-    print(f"deploy under traffic: {traffic.summary()}")
     assert result.returncode == 0
-    assert traffic.failures == []
-    before = {o.detail for o in traffic.outcomes if o.at < started}
-    after = {o.detail for o in traffic.outcomes if o.at > finished}
-    assert before == {a}
-    assert after == {b}
+    traffic.verify()
+    assert traffic.versions(lambda at: at < started) == {a}
+    assert traffic.versions(lambda at: at > finished) == {b}
     # Both versions serve only while the new replicas are up and the old ones drain.
-    mixed = [o.at for o in traffic.outcomes if o.detail == a and o.at > started]
-    print(
-        f"old version answered until {max(mixed, default=started) - started:.1f} s into the deploy"
-    )
+    old = [o.at for o in traffic.outcomes if o.version == a and o.at > started]
+    print(f"old version answered until {max(old, default=started) - started:.1f} s into the deploy")
     with release.stack.client() as client:
         finished_job = client.get(f"/jobs/{job['id']}", params={"wait": 30}).json()
     assert finished_job["state"] == "done"
@@ -94,12 +89,11 @@ def test_rollback_returns_to_the_previous_version_without_failures(release: Rele
     with release.stack.client() as client:
         item = client.post("/items", json={"name": f"r-{uuid.uuid4().hex}", "price_cents": 1})
     assert item.status_code == 201
-    with SteadyTraffic(release.stack, "/healthz") as traffic:
+    with MixedTraffic(release.stack) as traffic:
         result = release.deploy("--rollback")
         time.sleep(2)
-    print(f"rollback under traffic: {traffic.summary()}")
     assert result.returncode == 0
-    assert traffic.failures == []
+    traffic.verify()
     assert release.version() == a
     with release.stack.client() as client:
         assert client.get(item.headers["location"]).status_code == 200
