@@ -156,3 +156,18 @@ def test_rolling_restarts_fail_no_request_of_any_method(stack: Stack) -> None:
                 time.sleep(2)  # Caddy's DNS refresh picks the replica up again
     traffic.verify()
     assert len(traffic.writes) > 1000
+
+
+def test_a_killed_replica_costs_no_keyed_write(stack: Stack) -> None:
+    """SIGKILL, no drain at all: every request in flight on that replica is cut. Caddy sends
+    each read and each keyed write again to the other replica, and the app answers a repeat
+    of a write that did commit with its first answer, so no client sees a failure and nothing
+    is created twice. (A write without a key would get a 502: SECURITY.md and the README.)"""
+    victim = stack.containers("app")[0]
+    with MixedTraffic(stack, all_keyed=True) as traffic:
+        time.sleep(3)
+        victim.kill(signal="SIGKILL")
+        time.sleep(3)
+        start_apps(stack)
+        time.sleep(2)
+    traffic.verify()

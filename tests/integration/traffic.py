@@ -65,6 +65,7 @@ class MixedTraffic:
     stack: Stack
     clients: int = CLIENTS
     pause: float = PAUSE
+    all_keyed: bool = False  # every write with an Idempotency-Key, not every other one
     outcomes: list[Outcome] = field(default_factory=list)
     created: set[str] = field(default_factory=set)  # item names answered 201
     deleted: set[str] = field(default_factory=set)  # item names answered 204
@@ -107,7 +108,7 @@ class MixedTraffic:
     async def _client(self, number: int, client: httpx.AsyncClient) -> None:
         cycle = 0
         while not self._stop.is_set():
-            keyed = (number + cycle) % 2 == 0  # every other write of each client
+            keyed = self.all_keyed or (number + cycle) % 2 == 0  # every other write
             name = f"traffic-{self.run_id}-{number}-{cycle}"
             body = {"name": name, "description": "availability test", "price_cents": 100}
             created = await self._send(client, "POST /items", "/items", body, keyed)
@@ -118,7 +119,9 @@ class MixedTraffic:
                 self.created.add(name)
                 await self._send(client, "GET /items/{id}", item)
                 change = {"price_cents": cycle + 1}
-                await self._send(client, "PATCH /items/{id}", item, change, not keyed)
+                await self._send(
+                    client, "PATCH /items/{id}", item, change, self.all_keyed or not keyed
+                )
             job = {"kind": "sleep", "payload": {"seconds": 0.01}}
             accepted = await self._send(client, "POST /jobs", "/jobs", job, keyed)
             if accepted is not None:
