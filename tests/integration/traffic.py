@@ -210,10 +210,10 @@ class MixedTraffic:
     def edge_errors(self) -> str:
         """What Caddy logged about the requests it could not proxy (for a failure's report)."""
         lines = [
-            f"{line.get('ts')} {line.get('msg')}: {line.get('error')}"
+            f"{line.get('ts')} {line.get('msg')}: {line.get('error') or line.get('status')}"
             for proxy in self.stack.containers("proxy")
             for line in self.stack.logs(proxy)
-            if line.get("level") == "error"
+            if line.get("level") == "error" or int(str(line.get("status") or 0)) >= 500
         ]
         return "\n".join(lines[-20:])
 
