@@ -30,7 +30,7 @@ APP_VERSION=bench-ci
 APP_IMAGE=service:bench-ci
 PROXY_IMAGE=service-proxy:bench-ci
 """
-SCENARIOS = {"healthz", "item", "create", "list", "mixed"}
+SCENARIOS = {"healthz", "item", "create", "create-keyed", "list", "mixed"}
 TARGETS = {
     "caddy-h1",
     "caddy-h2",
