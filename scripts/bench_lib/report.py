@@ -1,6 +1,7 @@
 """The outputs: the terminal table, results.json, report.md and chart.png.
 
-Targets are ratios of medians from the same run; they are reported, never asserted.
+Targets are ratios of medians from the same run; they are reported, never asserted. Some have
+a goal (met or missed); the others, without one, are figures to read.
 """
 
 import json
@@ -21,7 +22,7 @@ class TargetRatio:
     description: str
     numerator: str  # cell keys
     denominator: str
-    goal: float
+    goal: float | None  # None: informational, a cost to know rather than a goal to meet
 
 
 def target_ratios(concurrency: int) -> list[TargetRatio]:
@@ -55,6 +56,17 @@ def target_ratios(concurrency: int) -> list[TargetRatio]:
             f"h3/item/py-h3/c{c}",
             f"h3/item/py-h2/c{c}",
             0.9,
+        ),
+        *(
+            TargetRatio(
+                f"create_keyed_vs_create_{path.replace('-', '_')}",
+                f"POST /items via {via} (HTTP/1.1): with an Idempotency-Key vs without "
+                "(what a keyed write costs)",
+                f"paths/create-keyed/{path}/c{c}",
+                f"paths/create/{path}/c{c}",
+                None,
+            )
+            for path, via in (("caddy-h1", "Caddy"), ("direct-h1", "the app direct"))
         ),
     ]
 
@@ -97,7 +109,7 @@ def targets(records: list[dict[str, Any]], concurrency: int) -> list[dict[str, A
                 "denominator": target.denominator,
                 "goal": target.goal,
                 "ratio": ratio,
-                "met": None if ratio is None else ratio >= target.goal,
+                "met": None if ratio is None or target.goal is None else ratio >= target.goal,
                 # A ratio of figures that are not both valid is shown, but marked as such.
                 "valid": bool(top and bottom and top["valid"] and bottom["valid"]),
             }
@@ -153,7 +165,8 @@ def terminal_table(records: list[dict[str, Any]], target_rows: list[dict[str, An
         ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f}"
         verdict = "" if t["met"] is None else ("met" if t["met"] else "MISSED")
         caveat = "" if t["valid"] else " (from invalid runs)"
-        lines.append(f"target {t['name']}: {ratio} (goal >= {t['goal']}) {verdict}{caveat}")
+        goal = "informational" if t["goal"] is None else f"goal >= {t['goal']}"
+        lines.append(f"target {t['name']}: {ratio} ({goal}) {verdict}{caveat}")
     return "\n".join(lines)
 
 
@@ -163,6 +176,12 @@ def _markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> lis
         "|" + "---|" * len(header),
         *("| " + " | ".join(row) + " |" for row in rows),
     ]
+
+
+def _verdict(target: dict[str, Any]) -> str:
+    if target["goal"] is None:
+        return "informational"  # a figure to read: there is nothing to meet
+    return "n/a" if target["met"] is None else "met" if target["met"] else "missed"
 
 
 def markdown(document: dict[str, Any], chart: str | None) -> str:
@@ -189,9 +208,8 @@ def markdown(document: dict[str, Any], chart: str | None) -> str:
             (
                 t["description"],
                 "n/a" if t["ratio"] is None else f"{t['ratio']:.2f}",
-                f">= {t['goal']}",
-                ("n/a" if t["met"] is None else "met" if t["met"] else "missed")
-                + ("" if t["valid"] else " (invalid runs)"),
+                "-" if t["goal"] is None else f">= {t['goal']}",
+                _verdict(t) + ("" if t["valid"] else " (invalid runs)"),
             )
             for t in document["targets"]
         ],

@@ -1,7 +1,7 @@
 """The scenarios, each on endpoints that exist for real, rendered for wrk (Lua) and h2load (URIs).
 
-h2load repeats fixed requests (it cannot vary a body or mix methods), so the write and mixed
-scenarios run on HTTP/1.1 only, through wrk's Lua `request` hook.
+h2load repeats fixed requests (it cannot vary a body, a header or mix methods), so the write and
+mixed scenarios run on HTTP/1.1 only, through wrk's Lua `request` hook.
 """
 
 import json
@@ -25,6 +25,9 @@ SCENARIOS = {
         Scenario("healthz", "GET /healthz (no I/O)", h2load=True),
         Scenario("item", "GET /items/{id} (one indexed read)", h2load=True),
         Scenario("create", "POST /items (one write)", h2load=False),
+        Scenario(
+            "create-keyed", "POST /items with a fresh Idempotency-Key (one write)", h2load=False
+        ),
         Scenario("list", f"GET /items?limit={LIST_LIMIT} (large JSON, compressed)", h2load=True),
         Scenario(
             "mixed",
@@ -52,15 +55,23 @@ local prefix = "%(prefix)s"
 local counter = 0
 local get_headers = {["Accept-Encoding"] = "%(encodings)s"}
 local post_headers = {["Content-Type"] = "application/json", ["Accept-Encoding"] = "%(encodings)s"}
+local keyed_headers = {["Content-Type"] = "application/json", ["Accept-Encoding"] = "%(encodings)s"}
 math.randomseed(%(seed)d)
 
 local function get(path)
   return wrk.format("GET", path, get_headers)
 end
 
-local function create()
+-- keyed: the same write with an Idempotency-Key of its own, unique like the name (the run's
+-- prefix and number); wrk.format renders the headers at once, so one table serves every request.
+local function create(keyed)
   counter = counter + 1
-  return wrk.format("POST", "/items", post_headers, string.format(
+  local headers = post_headers
+  if keyed then
+    headers = keyed_headers
+    headers["Idempotency-Key"] = string.format("%%s-key-%%d", prefix, counter)
+  end
+  return wrk.format("POST", "/items", headers, string.format(
     '{"name":"%%s-%%d","description":"written by scripts/bench","price_cents":%%d}',
     prefix, counter, counter))
 end
@@ -74,6 +85,7 @@ _REQUEST = {
     "healthz": 'request = function() return get("/healthz") end',
     "item": "request = item",
     "create": "request = create",
+    "create-keyed": "request = function() return create(true) end",
     "list": f'request = function() return get("/items?limit={LIST_LIMIT}") end',
     "mixed": """
 request = function()
