@@ -41,6 +41,15 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILES = ("compose.yaml", "compose.staging.yaml")
 SWARM_FILES = (*COMPOSE_FILES, "compose.swarm.yaml")
 APP = "app"
+EDGE = "proxy"
+# Loads the Caddyfile on stdin into the running edge, and keeps it where caddy/run-edge starts
+# that container from: a failed reload (an invalid file) leaves both as they were.
+RELOAD_EDGE = """set -eu
+running="/config/Caddyfile.$HOSTNAME"
+cat >"$running.next"
+caddy reload --config "$running.next" --adapter caddyfile
+mv "$running.next" "$running"
+"""
 CADDY_DNS_REFRESH_SECONDS = 1.0  # caddy/Caddyfile: dynamic a ... refresh 1s
 DEFAULTS = {
     "APP_IMAGE_REPOSITORY": "service",
@@ -112,9 +121,9 @@ class Target:
                 env[key] = self.settings[key]
         return env
 
-    def docker(self, *args: str, check: bool = True) -> str:
+    def docker(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
         result = subprocess.run(
-            ["docker", *args], env=self.docker_env(), capture_output=True, text=True
+            ["docker", *args], env=self.docker_env(), capture_output=True, text=True, input=stdin
         )
         if check and result.returncode != 0:
             raise DeployError(f"docker {' '.join(args[:3])}: {result.stderr.strip()}")
@@ -139,10 +148,13 @@ class Target:
 
     # --- what runs --------------------------------------------------------------------------
     def app_containers(self) -> list[str]:
+        return self.running(APP)
+
+    def running(self, service: str) -> list[str]:
         ids = self.docker(
             "ps", "--quiet",
             "--filter", f"label=com.docker.compose.project={self.project}",
-            "--filter", f"label=com.docker.compose.service={APP}",
+            "--filter", f"label=com.docker.compose.service={service}",
         )  # fmt: skip
         return ids.split()
 
@@ -337,8 +349,30 @@ def roll_out(target: Target, images: Images) -> None:
     time.sleep(2 * CADDY_DNS_REFRESH_SECONDS)  # Caddy's upstream set now includes them
     say(f"new replicas healthy; draining and stopping the {len(old)} old ones")
     stop(target, old)
-    # Recreated only when its image changed, i.e. when caddy/ did: a restart of about a second.
-    target.compose("up", "--detach", "--no-build", "--no-deps", "--wait", "proxy", images=images)
+    update_edge(target, images)
+
+
+def update_edge(target: Target, images: Images) -> None:
+    """The edge on the Caddyfile of images.proxy. A running Caddy of the same version loads it
+    in place: `caddy reload` keeps the listeners, so no connection is refused, and in-flight
+    requests finish (caddy/run-edge keeps the loaded file for that container's restarts). No
+    edge yet, or a new Caddy version, means (re)creating the container: about a second of
+    refused connections. Caddy ignores a reload that changes nothing."""
+    running = target.running(EDGE)
+    if running:
+        inside = target.docker("exec", running[0], "caddy", "version")
+        shipped = target.docker("run", "--rm", "--entrypoint", "caddy", images.proxy, "version")
+        if inside == shipped:
+            caddyfile = target.docker(
+                "run", "--rm", "--entrypoint", "cat", images.proxy, "/etc/caddy/Caddyfile"
+            )
+            target.docker(
+                "exec", "--interactive", running[0], "sh", "-c", RELOAD_EDGE, stdin=caddyfile
+            )
+            say(f"edge: loaded the Caddyfile of {images.proxy} in place")
+            return
+        say(f"edge: Caddy {inside} -> {shipped}: recreating the container")
+    target.compose("up", "--detach", "--no-build", "--no-deps", "--wait", EDGE, images=images)
 
 
 # --- Swarm ------------------------------------------------------------------------------------

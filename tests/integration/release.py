@@ -2,7 +2,7 @@
 is checked in, so that scripts/deploy builds exactly what a commit holds, as it does for real.
 
 A is HEAD; B changes nothing but the commit (so the version /healthz reports); C breaks the
-healthcheck."""
+healthcheck; D is B with a Caddyfile that sends one more response header."""
 
 import subprocess
 import time
@@ -13,6 +13,9 @@ import docker
 
 from tests.integration.stack import Stack
 from tests.project import ROOT
+
+# D's edge adds this header to every response (inside the security_headers snippet).
+EDGE_D_HEADER = "\t\t-Server\n\t\tX-Edge-Release d\n"
 
 
 def git(clone: Path, *args: str) -> str:
@@ -38,6 +41,11 @@ def make_clone(work: Path) -> tuple[Path, dict[str, str]]:
     )
     git(clone, "commit", "--quiet", "-am", "C: a build that fails its healthcheck")
     commits["C"] = git(clone, "rev-parse", "--short=12", "HEAD")
+    git(clone, "checkout", "--quiet", "-b", "edge", commits["B"])
+    caddyfile = clone / "caddy" / "Caddyfile"
+    caddyfile.write_text(caddyfile.read_text().replace("\t\t-Server\n", EDGE_D_HEADER, 1))
+    git(clone, "commit", "--quiet", "-am", "D: B with a changed Caddyfile")
+    commits["D"] = git(clone, "rev-parse", "--short=12", "HEAD")
     git(clone, "checkout", "--quiet", commits["B"])
     return clone, commits
 

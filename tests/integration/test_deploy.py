@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.release import Release
+from tests.integration.tools import H2Bursts, Tools
 from tests.integration.traffic import MixedTraffic
 
 PROJECT = "service-deploytest"
@@ -97,3 +98,33 @@ def test_rollback_returns_to_the_previous_version_without_failures(release: Rele
     assert release.version() == a
     with release.stack.client() as client:
         assert client.get(item.headers["location"]).status_code == 200
+
+
+def test_a_new_caddyfile_is_loaded_into_the_running_edge_without_a_failure(
+    release: Release,
+) -> None:
+    """D changes caddy/: the deploy loads the new Caddyfile into the running Caddy (its
+    listeners stay open) instead of recreating it. HTTP/1.1 runs the shared traffic; HTTP/2
+    runs h2load, since Python's h2 library cannot finish a stream after the graceful GOAWAY
+    that a reload sends (nghttp2, like browsers, can). A restart keeps the new file."""
+    d = release.commits["D"]
+    edge = release.stack.container("proxy")
+    tools = Tools.build()
+    with MixedTraffic(release.stack, http2=False) as traffic, H2Bursts(release.stack, tools) as h2:
+        time.sleep(2)
+        result = release.deploy("--commit", d)
+        time.sleep(2)
+    assert result.returncode == 0
+    assert "edge: loaded the Caddyfile" in result.stdout
+    traffic.verify()
+    print(f"h2load through the deploy: {h2.summary()}")
+    assert h2.requests > 0
+    assert h2.failed == 0, h2.outputs[-1:]
+    assert release.version() == d
+    assert release.stack.container("proxy").id == edge.id, "the edge was recreated"
+    with release.stack.client() as client:
+        assert client.get("/healthz").headers.get("x-edge-release") == "d"
+    edge.restart(timeout=30)
+    release.stack.wait_healthy(edge)
+    with release.stack.client() as client:
+        assert client.get("/healthz").headers.get("x-edge-release") == "d", "lost on restart"

@@ -2,13 +2,18 @@
 the tools image on the host's network against the stack's loopback ports, trusting only
 Caddy's local root."""
 
+import re
 import subprocess
+import threading
 from dataclasses import dataclass
 
 from tests.integration.stack import Stack
 from tests.project import ROOT
 
 CA_IN_TOOLS = "/work/caddy-root.crt"
+H2LOAD_COUNTS = re.compile(
+    r"requests: (?P<total>\d+) total, \d+ started, \d+ done, (?P<succeeded>\d+) succeeded"
+)
 
 
 @dataclass(frozen=True)
@@ -46,3 +51,43 @@ class Tools:
         for url in urls:
             command += ["--output", "/dev/null", url]
         return self.run(stack, *command).split()
+
+
+class H2Bursts:
+    """h2load bursts over HTTP/2 (reads of three paths), one after another until stopped."""
+
+    PATHS = ("/healthz", "/items?limit=5", "/whoami")
+
+    def __init__(self, stack: Stack, tools: Tools) -> None:
+        self.stack, self.tools = stack, tools
+        self.requests = self.failed = 0
+        self.outputs: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "H2Bursts":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        urls = [self.stack.base_url + path for path in self.PATHS]
+        while not self._stop.is_set():
+            try:
+                output = self.tools.run(
+                    self.stack, "h2load", "--requests=300", "--clients=2",
+                    "--max-concurrent-streams=8", *urls,
+                )  # fmt: skip
+            except AssertionError as error:  # h2load itself failed: count the whole burst
+                output = str(error)
+            self.outputs.append(output)
+            counts = H2LOAD_COUNTS.search(output)
+            total = int(counts["total"]) if counts else 300
+            self.requests += total
+            self.failed += total - (int(counts["succeeded"]) if counts else 0)
+
+    def summary(self) -> str:
+        return f"{self.requests} requests in {len(self.outputs)} bursts, {self.failed} failed"
