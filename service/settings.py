@@ -68,8 +68,9 @@ class Settings(BaseSettings):
     lame_duck_seconds: float = Field(
         5.0,
         ge=0,
-        description="After SIGTERM, keep serving this long with readiness 503 and Connection: "
-        "close on every HTTP/1.1 response, before Hypercorn's graceful shutdown (seconds; "
+        description="After SIGTERM, serve the connections already open this long (listener "
+        "closed, readiness 503, Connection: close on every HTTP/1.1 response) before "
+        "Hypercorn's graceful shutdown; longer than Caddy's upstream keep-alive (seconds; "
         "python -m service.server only).",
     )
 
