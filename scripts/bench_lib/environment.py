@@ -47,8 +47,10 @@ def _container(container: str) -> dict[str, Any]:
     env = dict(item.split("=", 1) for item in config.get("Env", []) if "=" in item)
     info["settings"] = {key: env[key] for key in _SETTINGS if key in env}
     command = " ".join(config.get("Entrypoint") or []) + " " + " ".join(config.get("Cmd") or [])
-    if "caddy" in command:
-        info["caddy"] = _output("docker", "exec", container, "caddy", "version")
+    # Asked, not guessed from the command: the edge image runs caddy/run-edge.
+    caddy = _output("docker", "exec", container, "caddy", "version")
+    if caddy:
+        info["caddy"] = caddy
     elif "postgres" in command:
         info["postgres"] = _output("docker", "exec", container, "postgres", "--version")
     else:
