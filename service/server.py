@@ -65,13 +65,15 @@ class ListeningLoop(uvloop.Loop):
 
 
 async def lame_duck(
-    signals: asyncio.Queue[signal.Signals], draining: Draining, seconds: float
+    signals: asyncio.Queue[signal.Signals],
+    draining: Draining,
+    seconds: float,
+    servers: list[asyncio.AbstractServer],
 ) -> None:
     """Hypercorn's shutdown trigger: returns when its graceful shutdown should begin."""
     first = await signals.get()
     draining.start()
-    loop = asyncio.get_running_loop()
-    for server in getattr(loop, "servers", ()):
+    for server in servers:
         server.close()  # the listener only: open connections stay, and are told to close
     log.info("lame duck: started", extra={"signal": first.name, "seconds": seconds})
     second: signal.Signals | None = None
@@ -86,12 +88,13 @@ async def run(config: Config, settings: Settings) -> None:
     app = create_app(settings, draining=draining)
     signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
     loop = asyncio.get_running_loop()
+    assert isinstance(loop, ListeningLoop), "main() runs the server on a ListeningLoop"
     # Installed before the lifespan starts, so a signal during start-up is kept for the
     # trigger instead of killing the process; once it has returned, later signals are ignored,
     # as Hypercorn ignores them during its graceful shutdown.
     for signum in SHUTDOWN_SIGNALS:
         loop.add_signal_handler(signum, signals.put_nowait, signum)
-    trigger = partial(lame_duck, signals, draining, settings.lame_duck_seconds)
+    trigger = partial(lame_duck, signals, draining, settings.lame_duck_seconds, loop.servers)
     # Hypercorn types ASGI apps with its own (equivalent) protocol types.
     await serve(app, config, shutdown_trigger=trigger, mode="asgi")  # type: ignore[arg-type]
 
