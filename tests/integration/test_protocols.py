@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.h3 import h3_get
 from tests.integration.stack import Stack
-from tests.integration.tools import Tools
+from tests.integration.tools import H2LOAD_COUNTS, Tools
 
 
 def negotiate(stack: Stack, alpn: str) -> str | None:
@@ -83,19 +83,11 @@ def test_h2load_burst_over_http2_fails_nothing(stack: Stack, tools: Tools) -> No
 
     h2load cannot verify certificates; curl verifies the same port's chain in the tests above.
     """
-    paths = ["/healthz", "/items?limit=5", "/whoami"]
-    output = tools.run(
-        stack,
-        "h2load",
-        "--requests=600",
-        "--clients=4",
-        "--max-concurrent-streams=8",
-        *(stack.base_url + path for path in paths),
-    )
+    output = tools.h2load_reads(stack, requests=600, clients=4)
     assert "Application protocol: h2" in output, output
-    counts = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", output)
+    counts = H2LOAD_COUNTS.search(output)
     assert counts, output
-    assert counts.groups() == ("600", "600", "600"), output
+    assert counts.group("total", "done", "succeeded") == ("600", "600", "600"), output
     assert re.search(r"status codes: 600 2xx, 0 3xx, 0 4xx, 0 5xx", output), output
 
 

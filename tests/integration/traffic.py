@@ -134,8 +134,9 @@ class MixedTraffic:
             payload = {"kind": "sleep", "payload": {"seconds": 0.01}}
             accepted = await self._send(client, "POST /jobs", "/jobs", payload, keyed)
             if accepted is not None:
-                job = f"/jobs/{accepted.json()['id']}"
-                self.jobs.add(job.removeprefix("/jobs/"))
+                job_id = str(accepted.json()["id"])
+                self.jobs.add(job_id)
+                job = f"/jobs/{job_id}"
             if job:
                 await self._send(client, "GET /jobs/{id}", job)
             if new_item and deleting:
@@ -195,7 +196,7 @@ class MixedTraffic:
     def writes(self) -> list[Outcome]:
         return [outcome for outcome in self.outcomes if outcome.method != "GET"]
 
-    def versions(self, during: Callable[[float], bool]) -> set[str | None]:
+    def versions(self, during: Callable[[float], bool]) -> set[str]:
         """The versions /healthz reported in answers that came back when `during(at)` held."""
         return {o.version for o in self.outcomes if o.version is not None and during(o.at)}
 
@@ -238,7 +239,8 @@ class MixedTraffic:
         )
         assert sorted(listed.split()) == sorted(self.created - self.deleted)
         # Every job answered 202 reaches done, and no request created a job twice.
-        assert self._eventually(self._jobs_unfinished, jobs_done_within) == 0
+        done = eventually(lambda: self._jobs_unfinished() == 0, jobs_done_within, interval=1)
+        assert done, f"{self._jobs_unfinished()} jobs answered 202 never reached done"
         since = f"created_at >= '{self.started_at}'"
         assert int(self.stack.psql(f"SELECT count(*) FROM jobs WHERE {since}")) == len(self.jobs)
 
@@ -248,8 +250,3 @@ class MixedTraffic:
         ids = ",".join(f"'{job}'" for job in self.jobs)
         query = f"SELECT count(*) FROM jobs WHERE id IN ({ids}) AND state <> 'done'"
         return int(self.stack.psql(query))
-
-    @staticmethod
-    def _eventually(count: Callable[[], int], timeout: float) -> int:
-        eventually(lambda: count() == 0, timeout, interval=1)
-        return count()
