@@ -160,11 +160,14 @@ def test_rolling_restarts_fail_no_request_of_any_method(stack: Stack) -> None:
 
 def test_a_killed_replica_costs_no_keyed_write(stack: Stack) -> None:
     """SIGKILL, no drain at all: every request in flight on that replica is cut. Caddy sends
-    each read and each keyed write again to the other replica, and the app answers a repeat
-    of a write that did commit with its first answer, so no client sees a failure and nothing
-    is created twice. (A write without a key would get a 502: SECURITY.md and the README.)"""
+    each read and each keyed write that got no reply again to the other replica, and the app
+    answers a repeat of a write that did commit with its first answer. A reply cut after its
+    first byte cannot be retried by the edge: the client sees no answer and sends the request
+    again with its key, as the Idempotency-Key draft asks of clients, and gets the first
+    answer. No request fails and nothing is created twice. (A write without a key would get a
+    502 or no answer: SECURITY.md and the README.)"""
     victim = stack.containers("app")[0]
-    with MixedTraffic(stack, all_keyed=True) as traffic:
+    with MixedTraffic(stack, all_keyed=True, keyed_resends=1) as traffic:
         time.sleep(3)
         victim.kill(signal="SIGKILL")
         time.sleep(3)
