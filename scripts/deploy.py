@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import secrets
 import subprocess
@@ -42,15 +43,29 @@ COMPOSE_FILES = ("compose.yaml", "compose.staging.yaml")
 SWARM_FILES = (*COMPOSE_FILES, "compose.swarm.yaml")
 APP = "app"
 EDGE = "proxy"
-# Loads the Caddyfile on stdin into the running edge, and keeps it where caddy/run-edge starts
-# that container from: a failed reload (an invalid file) leaves both as they were.
-RELOAD_EDGE = """set -eu
+CADDY_DNS_REFRESH_SECONDS = 1.0  # caddy/Caddyfile: dynamic a ... refresh 1s
+CADDY_DIAL_TIMEOUT_SECONDS = 2.0  # caddy/Caddyfile: dial_timeout 2s
+# While this file exists in the edge, every HTTP/1.1 response closes its connection
+# (caddy/Caddyfile, @edge_draining). The drain before a reload lasts longer than a client's
+# pause between requests, so that none is left on an idle keep-alive connection (the reload
+# closes those at once), and than Caddy's DNS refresh plus its dial timeout, so that no request
+# of the old config still dials a replica roll_out has just stopped: the reload cancels the old
+# config, and with it that request's retry (a 502, whatever the method).
+EDGE_DRAINING_FLAG = "/tmp/edge-draining"
+EDGE_DRAIN_SECONDS = math.ceil(CADDY_DNS_REFRESH_SECONDS + CADDY_DIAL_TIMEOUT_SECONDS) + 1
+# Loads the Caddyfile on stdin into the running edge, after draining keep-alive connections, and
+# keeps it where caddy/run-edge starts that container from: a failed reload (an invalid file)
+# leaves both as they were. The drain ends with the script, however it ends.
+RELOAD_EDGE = f"""set -eu
 running="/config/Caddyfile.$HOSTNAME"
 cat >"$running.next"
+caddy adapt --config "$running.next" --adapter caddyfile >/dev/null
+trap 'rm -f {EDGE_DRAINING_FLAG}' EXIT
+touch {EDGE_DRAINING_FLAG}
+sleep {EDGE_DRAIN_SECONDS}
 caddy reload --config "$running.next" --adapter caddyfile
 mv "$running.next" "$running"
 """
-CADDY_DNS_REFRESH_SECONDS = 1.0  # caddy/Caddyfile: dynamic a ... refresh 1s
 DEFAULTS = {
     "APP_IMAGE_REPOSITORY": "service",
     "DEPLOY_HEALTH_TIMEOUT": "120",
@@ -354,10 +369,11 @@ def roll_out(target: Target, images: Images) -> None:
 
 def update_edge(target: Target, images: Images) -> None:
     """The edge on the Caddyfile of images.proxy. A running Caddy of the same version loads it
-    in place: `caddy reload` keeps the listeners, so no connection is refused, and in-flight
-    requests finish (caddy/run-edge keeps the loaded file for that container's restarts). No
-    edge yet, or a new Caddy version, means (re)creating the container: about a second of
-    refused connections. Caddy ignores a reload that changes nothing."""
+    in place: keep-alive connections are drained first, then `caddy reload` keeps the
+    listeners, so no connection is refused, and in-flight requests finish (caddy/run-edge
+    keeps the loaded file for that container's restarts). No edge yet, or a new Caddy version,
+    means (re)creating the container: about a second of refused connections. Caddy ignores a
+    reload that changes nothing."""
     running = target.running(EDGE)
     if running:
         inside = target.docker("exec", running[0], "caddy", "version")
@@ -369,7 +385,8 @@ def update_edge(target: Target, images: Images) -> None:
             target.docker(
                 "exec", "--interactive", running[0], "sh", "-c", RELOAD_EDGE, stdin=caddyfile
             )
-            say(f"edge: loaded the Caddyfile of {images.proxy} in place")
+            drained = f"drained keep-alive for {EDGE_DRAIN_SECONDS} s"
+            say(f"edge: {drained}, loaded the Caddyfile of {images.proxy} in place")
             return
         say(f"edge: Caddy {inside} -> {shipped}: recreating the container")
     target.compose("up", "--detach", "--no-build", "--no-deps", "--wait", EDGE, images=images)
