@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import secrets
 import subprocess
@@ -45,26 +44,18 @@ APP = "app"
 EDGE = "proxy"
 CADDY_DNS_REFRESH_SECONDS = 1.0  # caddy/Caddyfile: dynamic a ... refresh 1s
 CADDY_DIAL_TIMEOUT_SECONDS = 2.0  # caddy/Caddyfile: dial_timeout 2s
-# While this file exists in the edge, every HTTP/1.1 response closes its connection
-# (caddy/Caddyfile, @edge_draining). The drain before a reload lasts longer than a client's
-# pause between requests, so that none is left on an idle keep-alive connection (the reload
-# closes those at once), and than Caddy's DNS refresh plus its dial timeout, so that no request
-# of the old config still dials a replica roll_out has just stopped: the reload cancels the old
-# config, and with it that request's retry (a 502, whatever the method).
-EDGE_DRAINING_FLAG = "/tmp/edge-draining"
-EDGE_DRAIN_SECONDS = math.ceil(CADDY_DNS_REFRESH_SECONDS + CADDY_DIAL_TIMEOUT_SECONDS) + 1
-# Loads the Caddyfile on stdin into the running edge, after draining keep-alive connections, and
-# keeps it where caddy/run-edge starts that container from: a failed reload (an invalid file)
-# leaves both as they were. The drain ends with the script, however it ends.
+# A reload cancels the old config, and with it the retry of any request of that config still
+# dialing a replica that roll_out has just stopped (a 502, whatever the method). Caddy forgets a
+# stopped replica within its DNS refresh, and gives up dialing one within its dial timeout.
+EDGE_SETTLE_SECONDS = CADDY_DNS_REFRESH_SECONDS + CADDY_DIAL_TIMEOUT_SECONDS
+# The Caddyfile the running edge runs (caddy/run-edge keeps it per container).
+RUNNING_CADDYFILE = "/config/Caddyfile.$HOSTNAME"
+# Loads the Caddyfile on stdin into the running edge, and keeps it where caddy/run-edge starts
+# that container from: a failed reload (an invalid file) leaves both as they were.
 RELOAD_EDGE = f"""set -eu
-running="/config/Caddyfile.$HOSTNAME"
-cat >"$running.next"
-caddy adapt --config "$running.next" --adapter caddyfile >/dev/null
-trap 'rm -f {EDGE_DRAINING_FLAG}' EXIT
-touch {EDGE_DRAINING_FLAG}
-sleep {EDGE_DRAIN_SECONDS}
-caddy reload --config "$running.next" --adapter caddyfile
-mv "$running.next" "$running"
+cat >"{RUNNING_CADDYFILE}.next"
+caddy reload --config "{RUNNING_CADDYFILE}.next" --adapter caddyfile
+mv "{RUNNING_CADDYFILE}.next" "{RUNNING_CADDYFILE}"
 """
 DEFAULTS = {
     "APP_IMAGE_REPOSITORY": "service",
@@ -369,24 +360,28 @@ def roll_out(target: Target, images: Images) -> None:
 
 def update_edge(target: Target, images: Images) -> None:
     """The edge on the Caddyfile of images.proxy. A running Caddy of the same version loads it
-    in place: keep-alive connections are drained first, then `caddy reload` keeps the
-    listeners, so no connection is refused, and in-flight requests finish (caddy/run-edge
-    keeps the loaded file for that container's restarts). No edge yet, or a new Caddy version,
-    means (re)creating the container: about a second of refused connections. Caddy ignores a
-    reload that changes nothing."""
+    in place: `caddy reload` keeps the listeners, so no connection is refused, and in-flight
+    requests finish (caddy/run-edge keeps the loaded file for that container's restarts). No
+    edge yet, or a new Caddy version, means (re)creating the container: about a second of
+    refused connections."""
     running = target.running(EDGE)
     if running:
-        inside = target.docker("exec", running[0], "caddy", "version")
+        edge = running[0]
+        inside = target.docker("exec", edge, "caddy", "version")
         shipped = target.docker("run", "--rm", "--entrypoint", "caddy", images.proxy, "version")
         if inside == shipped:
             caddyfile = target.docker(
                 "run", "--rm", "--entrypoint", "cat", images.proxy, "/etc/caddy/Caddyfile"
             )
-            target.docker(
-                "exec", "--interactive", running[0], "sh", "-c", RELOAD_EDGE, stdin=caddyfile
+            loaded = target.docker(
+                "exec", edge, "sh", "-c", f'cat "{RUNNING_CADDYFILE}"', check=False
             )
-            drained = f"drained keep-alive for {EDGE_DRAIN_SECONDS} s"
-            say(f"edge: {drained}, loaded the Caddyfile of {images.proxy} in place")
+            if loaded == caddyfile:
+                say("edge: its Caddyfile is unchanged")
+                return
+            time.sleep(EDGE_SETTLE_SECONDS)
+            target.docker("exec", "--interactive", edge, "sh", "-c", RELOAD_EDGE, stdin=caddyfile)
+            say(f"edge: loaded the Caddyfile of {images.proxy} in place")
             return
         say(f"edge: Caddy {inside} -> {shipped}: recreating the container")
     target.compose("up", "--detach", "--no-build", "--no-deps", "--wait", EDGE, images=images)
