@@ -167,7 +167,7 @@ def test_a_killed_replica_costs_no_keyed_write(stack: Stack) -> None:
     answer. No request fails and nothing is created twice. (A write without a key would get a
     502 or no answer: SECURITY.md and the README.)"""
     victim = stack.containers("app")[0]
-    with MixedTraffic(stack, all_keyed=True, keyed_resends=1) as traffic:
+    with MixedTraffic(stack, all_keyed=True, resends=1) as traffic:
         time.sleep(3)
         victim.kill(signal="SIGKILL")
         time.sleep(3)
