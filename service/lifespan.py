@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from service.db import jobs as job_queries
 from service.db.errors import DATABASE_UNAVAILABLE
 from service.db.migrate import apply_migrations
-from service.db.pool import Pool, open_pool
+from service.db.pool import Pool, Turns, open_pool
 from service.draining import Draining
 from service.jobs.events import JobEvents
 from service.jobs.handlers import JobHandler
@@ -42,6 +42,7 @@ class Runtime:
     handlers: Mapping[str, JobHandler]
     metrics: Metrics
     draining: Draining
+    turns: Turns  # the pool, for requests
 
 
 @asynccontextmanager
@@ -51,7 +52,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with open_pool(settings) as pool:
         await apply_migrations(pool)
         runtime = Runtime(
-            settings, pool, JobEvents(), app.state.handlers, metrics, app.state.draining
+            settings,
+            pool,
+            JobEvents(),
+            app.state.handlers,
+            metrics,
+            app.state.draining,
+            Turns(pool, settings.db_pool_max_size),
         )
         app.state.runtime = runtime
         metrics.watch_pool(pool)

@@ -1,4 +1,7 @@
-"""Dependencies: how a route gets the runtime, a connection and its service object."""
+"""Dependencies: how a route gets the runtime, a connection and its service object.
+
+All are `async def`: FastAPI runs a plain `def` dependency in its threadpool, two thread round
+trips per request for what is an attribute lookup."""
 
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -12,7 +15,7 @@ from service.services.items import ItemService
 from service.services.jobs import JobService
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -21,22 +24,24 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 async def get_connection(runtime: RuntimeDep) -> AsyncIterator[Connection]:
-    async with runtime.pool.acquire(timeout=runtime.settings.db_acquire_timeout) as connection:
+    async with runtime.turns.acquire(runtime.settings.db_acquire_timeout) as connection:
         yield connection
 
 
 ConnectionDep = Annotated[Connection, Depends(get_connection)]
 
 
-def get_item_service(connection: ConnectionDep) -> ItemService:
+async def get_item_service(connection: ConnectionDep) -> ItemService:
     return ItemService(connection)
 
 
-def get_job_service(runtime: RuntimeDep) -> JobService:
+async def get_job_service(runtime: RuntimeDep) -> JobService:
     return JobService(runtime.pool, runtime.events, runtime.handlers)
 
 
-def get_idempotency_service(connection: ConnectionDep, runtime: RuntimeDep) -> IdempotencyService:
+async def get_idempotency_service(
+    connection: ConnectionDep, runtime: RuntimeDep
+) -> IdempotencyService:
     return IdempotencyService(
         connection, runtime.settings.idempotency_key_ttl, runtime.metrics.idempotency
     )

@@ -1,4 +1,5 @@
-"""The asyncpg pool: opened with bounded retries while Postgres starts, closed with a bound."""
+"""The asyncpg pool: opened with bounded retries while Postgres starts, closed with a bound, and
+handed out to requests in turn."""
 
 import asyncio
 import json
@@ -82,3 +83,30 @@ async def _close(pool: Pool, within: float) -> None:
     except TimeoutError:
         pool.terminate()
         log.warning("database pool close timed out; connections terminated")
+
+
+class Turns:
+    """The pool's connections for requests, first come, first served.
+
+    asyncpg's pool lets a caller that arrives just as a connection is released take it ahead
+    of those already waiting; under contention (more requests in flight than connections)
+    some requests then wait far longer than the others. Requests take a turn here, in order,
+    before they acquire, and no more of them acquire at once than the pool holds."""
+
+    def __init__(self, pool: Pool, size: int) -> None:
+        self.pool = pool
+        self._turns = asyncio.Semaphore(size)  # FIFO: a release wakes the longest waiter
+
+    @asynccontextmanager
+    async def acquire(self, within: float) -> AsyncIterator[Connection]:
+        """A connection within `within` seconds (TimeoutError otherwise), waiting in turn."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        async with asyncio.timeout_at(deadline):
+            await self._turns.acquire()
+        try:
+            remaining = max(deadline - loop.time(), 0.001)
+            async with self.pool.acquire(timeout=remaining) as connection:
+                yield connection
+        finally:
+            self._turns.release()
