@@ -5,7 +5,6 @@ the draining state its shutdown trigger sets; ``hypercorn service.main:app`` ser
 from collections.abc import Mapping
 
 from fastapi import FastAPI
-from hypercorn.middleware import ProxyFixMiddleware
 from starlette.types import ASGIApp
 
 from service.api import router
@@ -16,7 +15,7 @@ from service.jobs.handlers import DEFAULT_HANDLERS, JobHandler
 from service.lifespan import lifespan
 from service.logs import configure_logging
 from service.metrics import Metrics
-from service.middleware import RequestBodyGuard, RequestContextMiddleware
+from service.middleware import RequestBodyGuard, RequestContextMiddleware, TrustedProxy
 from service.settings import Settings
 
 
@@ -49,19 +48,17 @@ def create_app(
 ) -> ASGIApp:
     """The whole ASGI app as served: the API inside request context and the proxy fix.
 
-    ProxyFixMiddleware must wrap everything so that every layer sees the real client: it
-    trusts exactly one hop (Caddy) for X-Forwarded-For/-Proto/-Host. `draining` is shared
+    TrustedProxy must wrap everything so that every layer sees the real client: it trusts
+    exactly one hop (Caddy) for X-Forwarded-For/-Proto/-Host. `draining` is shared
     with whoever decides when the app drains (service/server.py); by default the lifespan
     shutdown alone starts it.
     """
     api = create_api(settings, handlers, draining)
     guarded = RequestBodyGuard(api, api.state.settings.request_body_timeout)
-    context = RequestContextMiddleware(guarded, api.state.metrics)
+    context = RequestContextMiddleware(guarded, api.state.metrics, api.state.settings.access_log)
     # Outermost but for the proxy fix: every response passes through it.
     closing = CloseWhileDraining(context, api.state.draining)
-    # Hypercorn types ASGI apps with its own (equivalent) protocol types.
-    proxied = ProxyFixMiddleware(closing, mode="legacy", trusted_hops=1)  # type: ignore[arg-type]
-    return proxied  # type: ignore[return-value]
+    return TrustedProxy(closing)
 
 
 # For `hypercorn service.main:app` (compose.dev.yaml's reloading worker): no lame duck there,

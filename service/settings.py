@@ -46,6 +46,9 @@ class Settings(BaseSettings):
 
     version: str = Field("dev", description="Reported by /healthz; the image sets the commit.")
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|debug|info|warning|error)$")
+    access_log: bool = Field(
+        True, description="One JSON line per request (off: Hypercorn's accesslog, or none)."
+    )
 
     database_url: str = "postgresql://app@localhost:5432/app"
     database_password: SecretStr | None = Field(

@@ -1,6 +1,13 @@
 """Liveness, readiness, the proxy view, metrics, request ids and the error shape of the edges."""
 
+import json
+import logging
+
 import httpx
+
+from service.logs import JsonFormatter
+from service.main import create_app
+from tests.unit.conftest import make_settings, run_lifespan
 
 
 async def test_healthz_reports_version(client: httpx.AsyncClient) -> None:
@@ -56,3 +63,52 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
     assert 'http_requests_total{method="GET",route="/items/{item_id}",status="404"} 1.0' in text
     assert "db_pool_connections" in text
     assert "http_request_duration_seconds_bucket" in text
+
+
+class AccessLines(logging.Handler):
+    """The access lines as they are written (formatted at once: the request id is the log
+    context's while the request runs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.lines: list[dict[str, object]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+    def __enter__(self) -> "AccessLines":
+        logger = logging.getLogger("service.access")
+        logger.addHandler(self)
+        logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        logging.getLogger("service.access").removeHandler(self)
+
+
+async def test_each_request_writes_one_access_line(client: httpx.AsyncClient) -> None:
+    headers = {"x-request-id": "access-1", "x-forwarded-for": "203.0.113.9", "user-agent": "t/1"}
+    with AccessLines() as access:
+        response = await client.get("/items/999999?secret=no", headers=headers)
+    assert response.status_code == 404
+    (line,) = access.lines
+    assert line["message"] == "request"
+    assert line["request_id"] == "access-1"
+    assert line["client"] == "203.0.113.9"  # as the trusted hop saw it
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/items/999999", 404)
+    assert line["bytes"] == len(response.content)
+    assert line["protocol"] == "HTTP/1.1"
+    assert line["user_agent"] == "t/1"
+    assert isinstance(line["duration_us"], int)
+    assert line["duration_us"] > 0
+
+
+async def test_the_access_line_can_be_switched_off(database_url: str) -> None:
+    app = create_app(make_settings(database_url, access_log=False))
+    with AccessLines() as access:
+        async with run_lifespan(app) as manager:
+            transport = httpx.ASGITransport(manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                assert (await http.get("/healthz")).status_code == 200
+    assert access.lines == []
