@@ -112,7 +112,8 @@ def test_a_new_caddyfile_is_loaded_into_the_running_edge(release: Release) -> No
     GOAWAY. Over HTTP/1.1, the old config's server closes its idle keep-alive connections at
     once (Go's Server.Shutdown), so a client sending on one just then gets no answer: reads
     and keyed writes are sent again, as HTTP lets a client do, and succeed; a bare write may
-    not be, and the few that go unanswered are printed, and proven never applied."""
+    not be: the few that go unanswered are printed, and the creates and deletes among them
+    are proven never applied."""
     d = release.commits["D"]
     edge = release.stack.container("proxy")
     tools = Tools.build()

@@ -230,7 +230,7 @@ class MixedTraffic:
         `unanswered_bare_writes` lets writes without a key go unanswered (they are printed):
         where a server closes idle keep-alive connections, one a client is sending on just then
         carries a request no server read, and HTTP forbids a client to send a bare write again
-        on its own. verify_data then proves that none of them was applied."""
+        on its own. verify_data then proves that no create or delete among them was applied."""
         print(f"traffic: {self.summary()}")
         for no_answer in self.resent:
             print(f"resent after no answer: {no_answer}")
