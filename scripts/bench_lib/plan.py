@@ -5,7 +5,9 @@ from dataclasses import dataclass
 
 from bench_lib.scenarios import SCENARIOS
 
-GROUPS = ("paths", "peers", "ceilings", "h3", "sweep")
+GROUPS = ("paths", "peers", "baseline", "ceilings", "h3", "sweep")
+# --baseline REF: REF's app behind its own Caddy, compared with the stack's (paths/.../caddy-h2).
+BASELINE_SCENARIOS = ("healthz", "item")
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ FULL = Profile(4, 1, 3, 32, (1, 8, 128), ("healthz", "item"))
 @dataclass(frozen=True)
 class Target:
     name: str
-    server: str  # what answers: hypercorn (the stack), uvicorn, granian, or a ceiling
+    server: str  # hypercorn (the stack), uvicorn, granian, hypercorn@<sha12> (REF), a ceiling
     via: str  # what the client talks to: caddy or direct
     protocol: str  # h1, h2, h3
     tool: str  # wrk, h2load, py (Python client of equal cost; client-bound)
@@ -44,8 +46,9 @@ class Cell:
         return f"{self.group}/{self.scenario}/{self.target.name}/c{self.concurrency}"
 
 
-def targets(ports: dict[str, int], host: str) -> dict[str, Target]:
-    """Every target whose service has a published port (the bench stack has them all)."""
+def targets(ports: dict[str, int], host: str, baseline_server: str = "") -> dict[str, Target]:
+    """Every target whose service has a published port (the bench stack has them all; the
+    baseline's edge only with --baseline, whose server is named hypercorn@<sha12>)."""
     https = {s: f"https://{host}:{p}" for s, p in ports.items()}
     http = {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
     candidates = [
@@ -62,6 +65,17 @@ def targets(ports: dict[str, int], host: str) -> dict[str, Target]:
             "proxy-granian",
             Target(
                 "granian-h2", "granian", "caddy", "h2", "h2load", https.get("proxy-granian", "")
+            ),
+        ),
+        (
+            "proxy-baseline",
+            Target(
+                "baseline-h2",
+                baseline_server,
+                "caddy",
+                "h2",
+                "h2load",
+                https.get("proxy-baseline", ""),
             ),
         ),
         (
@@ -112,6 +126,9 @@ def build(
     for scenario in profile.peer_scenarios:
         add("peers", scenario, "uvicorn-h2")
         add("peers", scenario, "granian-h2")
+    # In every profile: the same scenarios, concurrency and client as the stack's caddy-h2 cells.
+    for scenario in BASELINE_SCENARIOS:
+        add("baseline", scenario, "baseline-h2")
     for name in ("respond-h1", "respond-h2", "bare-asgi-h1"):
         add("ceilings", "healthz", name)
     add("h3", "item", "py-h2")
