@@ -122,13 +122,14 @@ def build(
         add("paths", scenario, "caddy-h1")
         if SCENARIOS[scenario].h2load:
             add("paths", scenario, "caddy-h2")
+            if scenario in BASELINE_SCENARIOS:
+                # In every profile, right after the cell it is compared with (same client and
+                # concurrency): drift within a round hits HEAD's app and REF's alike.
+                add("baseline", scenario, "baseline-h2")
         add("paths", scenario, "direct-h1")
     for scenario in profile.peer_scenarios:
         add("peers", scenario, "uvicorn-h2")
         add("peers", scenario, "granian-h2")
-    # In every profile: the same scenarios, concurrency and client as the stack's caddy-h2 cells.
-    for scenario in BASELINE_SCENARIOS:
-        add("baseline", scenario, "baseline-h2")
     for name in ("respond-h1", "respond-h2", "bare-asgi-h1"):
         add("ceilings", "healthz", name)
     add("h3", "item", "py-h2")
