@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bench_lib import environment, loadgen, plan, report
+from bench_lib import baseline, environment, loadgen, plan, report
 from bench_lib.model import summarise
 from bench_lib.runner import H2_STREAMS_PER_CONNECTION, Context, run_plan, soak
 from bench_lib.scenarios import SCENARIOS, seed_item
@@ -43,6 +43,10 @@ examples:
   scripts/bench --pin                stack on CPUs 0..n-2, the generator on the last CPU
                                      (its container's --cpuset-cpus)
   scripts/bench --soak 30m           the mixed scenario at a steady rate for 30 minutes
+  scripts/bench --quick --baseline v1.2.0
+                                     also REF's app (its image built from that commit, behind
+                                     a Caddy built from this checkout): HEAD/REF ratios
+  scripts/bench --baseline           REF = the previous release tag, else HEAD~1
   scripts/bench --url https://localhost --ca-file caddy-root.crt --project service
                                      an already running stack (Caddy paths only, plus
                                      --direct-url http://127.0.0.1:8000 if the app is published)
@@ -88,6 +92,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         help="another overlay on top of compose.bench.yaml (experiments); repeatable",
+    )
+    parser.add_argument(
+        "--baseline",
+        nargs="?",
+        const="",
+        metavar="REF",
+        help="also run REF's app (a git revision; without a value the previous release tag, "
+        "else HEAD~1): its image (service:bench-baseline-<sha12>, kept for the next run) "
+        "served like the stack's app behind its own Caddy from this checkout, and the "
+        "HEAD/REF ratios of GET /items/{id} via Caddy (HTTP/2): throughput, p99, requests "
+        "per app-CPU-second. Its app shares the stack's database: REF's migrations must be "
+        "a prefix of HEAD's",
     )
     parser.add_argument("--keep-stack", action="store_true", help="leave the bench stack running")
     parser.add_argument("--out", type=Path, help="output directory")
@@ -172,9 +188,15 @@ def _seed(base_url: str, ca_file: str, progress: Progress) -> list[int]:
 
 
 @contextlib.contextmanager
-def _own_stack(args: argparse.Namespace, progress: Progress) -> Iterator[Compose]:
+def _own_stack(
+    args: argparse.Namespace, progress: Progress, ref: baseline.Baseline | None
+) -> Iterator[Compose]:
     project = args.project or read_env(args.env_file).get("COMPOSE_PROJECT_NAME", "service-bench")
-    compose = Compose(project, args.env_file, args.compose_file)
+    compose = Compose(project, args.env_file, list(args.compose_file))
+    if ref:
+        # Before any -f of the caller's: their experiments may override the baseline too.
+        compose.extra_files.insert(0, baseline.OVERLAY)
+        compose.variables["BASELINE_IMAGE"] = ref.image
     compose.down()  # a stack left by an interrupted run would carry its data into this one
     try:
         # A soak needs only the stack itself; a bench run also needs the peers and ceilings.
@@ -204,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.pin and (os.cpu_count() or 1) < 2:
         raise SystemExit("scripts/bench: --pin needs at least two CPUs")
+    ref = None
+    if args.baseline is not None:
+        if args.url or args.soak:
+            raise SystemExit("scripts/bench: --baseline needs the bench's own stack, no --soak")
+        ref = baseline.resolve(args.baseline)
     started = datetime.datetime.now(datetime.UTC)
     out = args.out or ROOT / "bench-results" / started.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -222,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 raise SystemExit("scripts/bench: --url needs --ca-file or --project (for the CA)")
         else:
-            compose = stack.enter_context(_own_stack(args, progress))
+            if ref:
+                baseline.build(ref, progress)
+            compose = stack.enter_context(_own_stack(args, progress, ref))
             compose.copy_ca(ca_file)
             host, ports, project = "localhost", compose.published_ports(), compose.project
         containers = project_containers(project) if project else {}
@@ -242,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         progress.note("recording the environment")
         env = environment.collect(tools, containers)
-        document = _run(args, context, plan.targets(ports, host), started, env)
+        available = plan.targets(ports, host, ref.server if ref else "")
+        document = _run(args, context, available, started, env, ref)
     report.write_json(out / "results.json", document)
     chart_name = None
     if document["cells"]:
@@ -250,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         chart_name = "chart.png"
     (out / "report.md").write_text(report.markdown(document, chart_name))
     if document["cells"]:
-        print(report.terminal_table(document["cells"], document["targets"]))
+        print(report.terminal_table(document["cells"], document["targets"], document["baseline"]))
     if document.get("soak"):
         print(f"soak: {json.dumps(document['soak']['summary'])}")
     chart_note = f", chart: {out}/{chart_name}" if chart_name else ""
@@ -269,6 +299,7 @@ def _run(
     available: dict[str, plan.Target],
     started: datetime.datetime,
     env: dict[str, Any],
+    ref: baseline.Baseline | None = None,
 ) -> dict[str, Any]:
     profile = _profile(args)
     settings: dict[str, Any] = {
@@ -281,6 +312,7 @@ def _run(
         "concurrency": profile.concurrency,
         "h2_streams_per_connection": H2_STREAMS_PER_CONNECTION,
         "seeded_items": len(context.item_ids),
+        "baseline": ref.to_json() if ref else None,
     }
     document: dict[str, Any] = {
         "schema": report.SCHEMA,
@@ -291,6 +323,7 @@ def _run(
         "cells": [],
         "targets": [],
         "soak": None,
+        "baseline": None,
     }
     if args.soak:
         if "caddy-h1" not in available:
@@ -312,5 +345,9 @@ def _run(
         results = run_plan(cells, profile, context)
         document["cells"] = report.cell_records(cells, results)
         document["targets"] = report.targets(document["cells"], profile.concurrency)
+        if ref:
+            document["baseline"] = report.baseline(
+                document["cells"], profile.concurrency, ref.to_json(), document["started"]
+            )
     document["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     return document

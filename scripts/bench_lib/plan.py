@@ -5,7 +5,9 @@ from dataclasses import dataclass
 
 from bench_lib.scenarios import SCENARIOS
 
-GROUPS = ("paths", "peers", "ceilings", "h3", "sweep")
+GROUPS = ("paths", "peers", "baseline", "ceilings", "h3", "sweep")
+# --baseline REF: REF's app behind its own Caddy, compared with the stack's (paths/.../caddy-h2).
+BASELINE_SCENARIOS = ("healthz", "item")
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ FULL = Profile(4, 1, 3, 32, (1, 8, 128), ("healthz", "item"))
 @dataclass(frozen=True)
 class Target:
     name: str
-    server: str  # what answers: hypercorn (the stack), uvicorn, granian, or a ceiling
+    server: str  # hypercorn (the stack), uvicorn, granian, hypercorn@<sha12> (REF), a ceiling
     via: str  # what the client talks to: caddy or direct
     protocol: str  # h1, h2, h3
     tool: str  # wrk, h2load, py (Python client of equal cost; client-bound)
@@ -44,8 +46,9 @@ class Cell:
         return f"{self.group}/{self.scenario}/{self.target.name}/c{self.concurrency}"
 
 
-def targets(ports: dict[str, int], host: str) -> dict[str, Target]:
-    """Every target whose service has a published port (the bench stack has them all)."""
+def targets(ports: dict[str, int], host: str, baseline_server: str = "") -> dict[str, Target]:
+    """Every target whose service has a published port (the bench stack has them all; the
+    baseline's edge only with --baseline, whose server is named hypercorn@<sha12>)."""
     https = {s: f"https://{host}:{p}" for s, p in ports.items()}
     http = {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
     candidates = [
@@ -62,6 +65,17 @@ def targets(ports: dict[str, int], host: str) -> dict[str, Target]:
             "proxy-granian",
             Target(
                 "granian-h2", "granian", "caddy", "h2", "h2load", https.get("proxy-granian", "")
+            ),
+        ),
+        (
+            "proxy-baseline",
+            Target(
+                "baseline-h2",
+                baseline_server,
+                "caddy",
+                "h2",
+                "h2load",
+                https.get("proxy-baseline", ""),
             ),
         ),
         (
@@ -108,6 +122,10 @@ def build(
         add("paths", scenario, "caddy-h1")
         if SCENARIOS[scenario].h2load:
             add("paths", scenario, "caddy-h2")
+            if scenario in BASELINE_SCENARIOS:
+                # In every profile, right after the cell it is compared with (same client and
+                # concurrency): drift within a round hits HEAD's app and REF's alike.
+                add("baseline", scenario, "baseline-h2")
         add("paths", scenario, "direct-h1")
     for scenario in profile.peer_scenarios:
         add("peers", scenario, "uvicorn-h2")

@@ -5,6 +5,8 @@ a goal (met or missed); the others, without one, are figures to read.
 """
 
 import json
+import re
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,104 @@ def targets(records: list[dict[str, Any]], concurrency: int) -> list[dict[str, A
     return rows
 
 
+# --- --baseline REF: this checkout's app vs REF's, same Caddy image, client and concurrency -----
+BASELINE_SCENARIO = "item"
+
+
+def _service_cpu(stats: dict[str, dict[str, float]], service: str) -> float:
+    """A compose service's containers' CPU (% of one core; replicas summed) from a run's stats,
+    by compose's container names, <project>-<service>-<n>."""
+    pattern = re.compile(rf"-{re.escape(service)}-\d+$")
+    return sum(v["cpu_percent"] for name, v in stats.items() if pattern.search(name))
+
+
+def _app_figures(record: dict[str, Any] | None, service: str) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    summary = record["summary"]
+    cpus = [_service_cpu(run["stats"], service) for run in record["runs"]]
+    runs = zip(record["runs"], cpus, strict=True)
+    per_cpu_second = [run["rps"] / (cpu / 100) for run, cpu in runs if cpu]
+    return {
+        "cell": record["key"],
+        "server": record["server"],
+        "container": service,
+        "rps_median": summary["rps_median"],
+        "p99_ms": summary["latency_ms"]["p99"],
+        "app_cpu_percent": round(statistics.median(cpus), 1) if cpus else None,
+        "requests_per_app_cpu_s": (
+            round(statistics.median(per_cpu_second), 1) if per_cpu_second else None
+        ),
+        "failed": summary["failed"],
+        "valid": summary["valid"],
+    }
+
+
+def _ratio(head: dict[str, Any] | None, base: dict[str, Any] | None, name: str) -> float | None:
+    """HEAD's figure over the baseline's, when both were measured."""
+    top = head[name] if head else None
+    bottom = base[name] if base else None
+    return round(top / bottom, 2) if top and bottom else None
+
+
+def baseline(
+    records: list[dict[str, Any]], concurrency: int, ref: dict[str, str], date: str
+) -> dict[str, Any]:
+    """HEAD/baseline ratios for GET /items/{id} through Caddy over HTTP/2 at the profile's
+    concurrency: throughput, p99, and requests per second of the app container's CPU. Reported,
+    never asserted (above 1: HEAD serves more, waits longer, does more per CPU-second)."""
+    by_key = {record["key"]: record for record in records}
+    c, scenario = concurrency, BASELINE_SCENARIO
+    head = _app_figures(by_key.get(f"paths/{scenario}/caddy-h2/c{c}"), "app")
+    base = _app_figures(by_key.get(f"baseline/{scenario}/baseline-h2/c{c}"), "app-baseline")
+    return {
+        **ref,
+        "date": date,
+        "scenario": scenario,
+        "via": "caddy",
+        "protocol": "h2",
+        "concurrency": c,
+        "head": head,
+        "baseline": base,
+        "ratios": {
+            "throughput": _ratio(head, base, "rps_median"),
+            "p99": _ratio(head, base, "p99_ms"),
+            "requests_per_app_cpu_s": _ratio(head, base, "requests_per_app_cpu_s"),
+        },
+        "valid": bool(head and base and head["valid"] and base["valid"]),
+    }
+
+
+def baseline_lines(section: dict[str, Any]) -> list[str]:
+    """The baseline section as plain lines: the same in the terminal and in report.md."""
+
+    def shown(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    ratios = section["ratios"]
+    caveat = "" if section["valid"] else " (from invalid runs)"
+    lines = [
+        f"baseline: HEAD vs {section['ref']} ({section['sha12']}, image {section['image']}), "
+        f"run {section['date']}: GET /items/{{id}} via Caddy, HTTP/2, "
+        f"c={section['concurrency']}{caveat}",
+        f"baseline throughput HEAD/{section['ref']}: {shown(ratios['throughput'])}",
+        f"baseline p99 HEAD/{section['ref']}: {shown(ratios['p99'])}",
+        f"baseline requests per app-CPU-second HEAD/{section['ref']}: "
+        f"{shown(ratios['requests_per_app_cpu_s'])}",
+    ]
+    for who in ("head", "baseline"):
+        figures = section[who]
+        if figures:
+            per_cpu = figures["requests_per_app_cpu_s"]
+            lines.append(
+                f"  {figures['server']:<22} {figures['rps_median']:,.0f} req/s, "
+                f"p99 {figures['p99_ms']:.1f} ms, {figures['container']} CPU "
+                f"{figures['app_cpu_percent']}%, "
+                f"{'n/a' if per_cpu is None else f'{per_cpu:,.0f}'} req per CPU-s"
+            )
+    return lines
+
+
 def write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, indent=2) + "\n")
 
@@ -149,7 +249,11 @@ def _row(record: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
-def terminal_table(records: list[dict[str, Any]], target_rows: list[dict[str, Any]]) -> str:
+def terminal_table(
+    records: list[dict[str, Any]],
+    target_rows: list[dict[str, Any]],
+    baseline_section: dict[str, Any] | None = None,
+) -> str:
     rows = [_HEADER, *(_row(r) for r in records)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER) - 1)]
     lines = [
@@ -167,6 +271,8 @@ def terminal_table(records: list[dict[str, Any]], target_rows: list[dict[str, An
         caveat = "" if t["valid"] else " (from invalid runs)"
         goal = "informational" if t["goal"] is None else f"goal >= {t['goal']}"
         lines.append(f"target {t['name']}: {ratio} ({goal}) {verdict}{caveat}")
+    if baseline_section:
+        lines += ["", *baseline_lines(baseline_section)]
     return "\n".join(lines)
 
 
@@ -214,6 +320,22 @@ def markdown(document: dict[str, Any], chart: str | None) -> str:
             for t in document["targets"]
         ],
     )
+    if document.get("baseline"):
+        section = document["baseline"]
+        lines += [
+            "",
+            f"## Baseline: HEAD vs {section['ref']} ({section['sha12']})",
+            "",
+            f"REF's app image ({section['image']}, built from commit {section['commit']}) "
+            "behind its own Caddy built from this checkout, in the same run "
+            f"({section['date']}) and the same interleaved rounds. Ratios HEAD/baseline for "
+            "`GET /items/{id}` via Caddy over HTTP/2; app CPU from docker stats of `app` and "
+            "`app-baseline`. Reported, never asserted.",
+            "",
+            "```",
+            *baseline_lines(section),
+            "```",
+        ]
     lines += ["", "## Every cell", ""]
     lines += _markdown_table(_HEADER, [_row(r) for r in records])
     lines += ["", "Latency in ms.", "", "## Containers (docker stats, mean CPU % of one core)", ""]

@@ -3,6 +3,7 @@ containers already running. Ports are read back from `docker compose config`, so
 stays the one place they are set."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -26,8 +27,13 @@ def read_env(path: Path) -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in pairs}
 
 
-def _run(command: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=check)
+def _run(
+    command: list[str], check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = os.environ | env if env else None
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, check=check, env=environment
+    )
 
 
 @dataclass
@@ -35,6 +41,8 @@ class Compose:
     project: str
     env_file: Path
     extra_files: list[Path] = field(default_factory=list)
+    # Variables for the overlays that no env file holds (BASELINE_IMAGE); they win over it.
+    variables: dict[str, str] = field(default_factory=dict)
 
     @property
     def command(self) -> list[str]:
@@ -43,7 +51,7 @@ class Compose:
         return args + [arg for path in files for arg in ("-f", str(path))]
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = _run([*self.command, *args], check=False)
+        done = _run([*self.command, *args], check=False, env=self.variables)
         if check and done.returncode:
             raise RuntimeError(f"docker compose {' '.join(args)} failed:\n{done.stderr[-3000:]}")
         return done

@@ -1,6 +1,7 @@
-"""scripts/bench --quick on its own stack (compose.yaml + compose.bench.yaml): every output is
-written with the documented structure, every scenario and path ran, and no request failed.
-Speed is never asserted: the figures are reported, not tested."""
+"""scripts/bench --quick --baseline HEAD on its own stack (compose.yaml + compose.bench.yaml +
+compose.baseline.yaml): every output is written with the documented structure, every scenario,
+path and the baseline ran, and no request failed. HEAD as its own baseline proves the mechanics
+(its ratios are about 1). Speed is never asserted: the figures are reported, not tested."""
 
 import json
 import subprocess
@@ -25,6 +26,7 @@ BENCH_CEILING_ASGI_PORT=39001
 BENCH_UVICORN_PORT=39444
 BENCH_GRANIAN_PORT=39445
 BENCH_CEILING_CADDY_PORT=39446
+BENCH_BASELINE_PORT=39447
 APP_REPLICAS=1
 APP_VERSION=bench-ci
 APP_IMAGE=service:bench-ci
@@ -40,12 +42,14 @@ TARGETS = {
     "respond-h1",
     "respond-h2",
     "bare-asgi-h1",
+    "baseline-h2",
     "py-h2",
     "py-h3",
 }
 LATENCIES = {"p50", "p90", "p99", "max"}
 GOALS = {"stack_vs_direct", "item_vs_healthz", "hypercorn_vs_uvicorn", "h3_vs_h2"}
 INFORMATIONAL = {"create_keyed_vs_create_caddy_h1", "create_keyed_vs_create_direct_h1"}
+BASELINE_RATIOS = {"throughput", "p99", "requests_per_app_cpu_s"}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +59,10 @@ def output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env_file.write_text(BENCH_ENV)
     out = workdir / "out"
     done = subprocess.run(
-        [ROOT / "scripts" / "bench", "--quick", "--env-file", env_file, "--out", out],
+        [
+            *(ROOT / "scripts" / "bench", "--quick", "--baseline", "HEAD"),
+            *("--env-file", env_file, "--out", out),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -76,7 +83,7 @@ def test_help_explains_the_command() -> None:
     done = subprocess.run(
         [ROOT / "scripts" / "bench", "--help"], capture_output=True, text=True, check=True
     )
-    for option in ("--quick", "--soak", "--url", "--pin"):
+    for option in ("--quick", "--soak", "--url", "--pin", "--baseline"):
         assert option in done.stdout
 
 
@@ -110,7 +117,7 @@ def test_every_scenario_path_peer_and_ceiling_ran(results: dict[str, Any]) -> No
     cells = results["cells"]
     assert {cell["scenario"] for cell in cells} == SCENARIOS
     assert {cell["target"] for cell in cells} == TARGETS
-    assert {cell["group"] for cell in cells} >= {"paths", "peers", "ceilings", "h3"}
+    assert {cell["group"] for cell in cells} >= {"paths", "peers", "baseline", "ceilings", "h3"}
 
 
 def test_no_request_failed_in_any_cell(results: dict[str, Any]) -> None:
@@ -149,3 +156,48 @@ def test_the_bench_stack_is_stopped(output: Path) -> None:
         all=True, filters={"label": f"com.docker.compose.project={PROJECT}"}
     )
     assert not left, [c.name for c in left]
+
+
+def _head() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_the_baseline_cells_ran_without_a_failed_request(results: dict[str, Any]) -> None:
+    cells = [cell for cell in results["cells"] if cell["group"] == "baseline"]
+    assert {cell["scenario"] for cell in cells} == {"healthz", "item"}
+    for cell in cells:
+        assert cell["target"] == "baseline-h2"
+        assert cell["server"] == f"hypercorn@{_head()[:12]}"
+        assert (cell["via"], cell["protocol"], cell["tool"]) == ("caddy", "h2", "h2load")
+        assert cell["summary"]["failed"] == 0, cell["key"]
+        assert cell["summary"]["requests"] > 0, cell["key"]
+        for run in cell["runs"]:
+            assert run["failed"] == 0, cell["key"]
+            # REF's own app container did the work, measured like the stack's app.
+            assert any("-app-baseline-" in name for name in run["stats"]), run["stats"]
+
+
+def test_the_baseline_ratios_are_recorded_and_reported(
+    results: dict[str, Any], output: Path
+) -> None:
+    section = results["baseline"]
+    head = _head()
+    assert section["ref"] == "HEAD"
+    assert section["commit"] == head
+    assert section["image"] == f"service:bench-baseline-{head[:12]}"
+    assert section["date"] == results["started"]
+    assert (section["scenario"], section["via"], section["protocol"]) == ("item", "caddy", "h2")
+    assert section["concurrency"] == results["settings"]["concurrency"]
+    assert section["ratios"].keys() == BASELINE_RATIOS
+    for name, ratio in section["ratios"].items():
+        assert isinstance(ratio, float), (name, section)
+        assert ratio > 0, (name, section)
+    assert section["head"]["container"] == "app"
+    assert section["baseline"]["container"] == "app-baseline"
+    report = (output / "report.md").read_text()
+    assert f"## Baseline: HEAD vs HEAD ({head[:12]})" in report
+    for line in ("throughput HEAD/HEAD: ", "p99 HEAD/HEAD: ", "app-CPU-second HEAD/HEAD: "):
+        assert line in report
