@@ -20,6 +20,9 @@ class RunResult:
     generator_threads: int
     client_bound: bool = False  # a Python client: its own speed limits the figure, by design
     host_cpu: float = 0.0  # the whole machine's busy share of all its CPUs (1.0 = saturated)
+    # The Docker engine's own processes on this machine, by name (1.0 = one core busy):
+    # docker-proxy copies every byte to a published loopback port in user space.
+    engine_cpu: dict[str, float] = field(default_factory=dict)
     stats: dict[str, dict[str, float]] = field(default_factory=dict)  # docker stats per container
 
     @property
@@ -58,6 +61,10 @@ def summarise(runs: list[RunResult]) -> dict[str, Any]:
         "failed": sum(run.failed for run in runs),
         "generator_cpu_max": round(max(run.generator_cpu for run in runs), 2),
         "host_cpu_max": round(max(run.host_cpu for run in runs), 2),
+        "engine_cpu_max": {
+            name: round(max(run.engine_cpu.get(name, 0.0) for run in runs), 2)
+            for name in sorted({name for run in runs for name in run.engine_cpu})
+        },
         "client_bound": any(run.client_bound for run in runs),
         "valid": not reasons,
         "invalid_reasons": reasons,

@@ -21,7 +21,7 @@ class Profile:
 
 
 QUICK = Profile(2, 1, 1, 32, (), ("item",))
-FULL = Profile(4, 1, 3, 32, (1, 8, 128), ("healthz", "item"))
+FULL = Profile(4, 1, 3, 32, (1, 8, 128, 256), ("healthz", "item"))
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,14 @@ def target_ratios(concurrency: int) -> list[TargetRatio]:
             0.8,
         ),
         TargetRatio(
+            "item_256_vs_32_in_flight",
+            "GET /items/{id} through the stack (HTTP/2): 256 requests in flight vs 32 (no "
+            "collapse under load; full profile only)",
+            "sweep/item/caddy-h2/c256",
+            f"paths/item/caddy-h2/c{c}",
+            0.9,
+        ),
+        TargetRatio(
             "h3_vs_h2",
             "GET /items/{id} through Caddy, Python clients of equal cost: HTTP/3 vs HTTP/2 "
             "(client-bound)",
@@ -100,6 +108,8 @@ def targets(records: list[dict[str, Any]], concurrency: int) -> list[dict[str, A
     rows = []
     for target in target_ratios(concurrency):
         top, bottom = by_key.get(target.numerator), by_key.get(target.denominator)
+        if target.numerator.startswith("sweep/") and top is None:
+            continue  # the sweep runs in the full profile only
         ratio = None
         if top and bottom and bottom["rps_median"]:
             ratio = round(top["rps_median"] / bottom["rps_median"], 2)
@@ -224,7 +234,7 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 # --- the terminal table and the Markdown report ------------------------------------------------
 _HEADER = (
     *("group", "scenario", "target", "c", "req/s (median)", "range"),
-    *("p50", "p90", "p99", "max", "failed", "gen CPU", "host CPU", "status"),
+    *("p50", "p90", "p99", "max", "failed", "gen CPU", "host CPU", "docker-proxy", "status"),
 )
 
 
@@ -245,6 +255,7 @@ def _row(record: dict[str, Any]) -> tuple[str, ...]:
         str(s["failed"]),
         f"{s['generator_cpu_max']:.0%}",
         f"{s['host_cpu_max']:.0%}",
+        f"{s['engine_cpu_max'].get('docker-proxy', 0.0):.0%}",
         status,
     )
 
@@ -302,7 +313,9 @@ def markdown(document: dict[str, Any], chart: str | None) -> str:
         f"{settings['repetitions']} interleaved repetition(s); figures are medians with the "
         "min-max range. A run is invalid when any request failed or the load generator "
         "saturated its core. gen CPU: the generator's share of one core; host CPU: the whole "
-        "machine's busy share of all its CPUs (near 100 %, the box itself is the limit).",
+        "machine's busy share of all its CPUs (near 100 %, the box itself is the limit); "
+        "docker-proxy: Docker's userland proxy behind the published loopback ports, share of "
+        "one core (the engine's other processes are in results.json).",
         "",
     ]
     if chart:

@@ -78,6 +78,27 @@ def _cpu_times() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+# The engine's processes, by their command name (truncated to 15 characters by the kernel:
+# containerd-shim-runc-v2 is "containerd-shim").
+ENGINE_PROCESSES = frozenset({"docker-proxy", "dockerd", "containerd", "containerd-shim"})
+
+
+def _engine_ticks() -> dict[str, int]:
+    """CPU time so far (user + system, in clock ticks) of the engine's processes, by name, as
+    /proc shows them: the Docker engine on this machine (nothing for a remote one)."""
+    ticks: dict[str, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        if name in ENGINE_PROCESSES:
+            fields = text[text.rindex(")") + 2 :].split()  # from field 3 (state) on
+            ticks[name] = ticks.get(name, 0) + int(fields[11]) + int(fields[12])
+    return ticks
+
+
 class _Alongside:
     """docker stats and the machine's CPU over the load itself: a generator's container
     starting and stopping (docker run) is left out of both."""
@@ -85,16 +106,24 @@ class _Alongside:
     def __init__(self, containers: dict[str, str]) -> None:
         self.stats = DockerStats(containers)
         self.host_cpu = 0.0
+        self.engine_cpu: dict[str, float] = {}
 
     @contextlib.contextmanager
     def during(self) -> Iterator[None]:
         busy, total = _cpu_times()
+        engine, started = _engine_ticks(), time.monotonic()
         with self.stats:
             yield
         busy_after, total_after = _cpu_times()
+        engine_after, elapsed = _engine_ticks(), time.monotonic() - started
         # Everything on the machine (the stack, the generator, anything else): near 1.0, the
         # box itself is the limit and no single container's figure explains the throughput.
         self.host_cpu = (busy_after - busy) / max(1, total_after - total)
+        tick = os.sysconf("SC_CLK_TCK")
+        self.engine_cpu = {
+            name: round((engine_after[name] - engine.get(name, 0)) / tick / elapsed, 3)
+            for name in engine_after
+        }
 
 
 def _measured(cell: Cell, duration: float, context: Context, delay_ms: float = 0) -> RunResult:
@@ -103,6 +132,7 @@ def _measured(cell: Cell, duration: float, context: Context, delay_ms: float = 0
     result = run_once(cell, duration, context, alongside.during(), delay_ms)
     result.stats = alongside.stats.summary()
     result.host_cpu = alongside.host_cpu
+    result.engine_cpu = alongside.engine_cpu
     return result
 
 

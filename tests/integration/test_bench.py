@@ -138,6 +138,9 @@ def test_containers_are_measured(results: dict[str, Any]) -> None:
     stats = direct["runs"][0]["stats"]
     assert any("-app-" in name for name in stats), stats
     assert all({"cpu_percent", "memory_mib"} == figures.keys() for figures in stats.values())
+    # The engine's own processes on this machine: the daemon always, docker-proxy behind
+    # published loopback ports when the engine's userland proxy is on (its default).
+    assert "dockerd" in direct["runs"][0]["engine_cpu"], direct["runs"][0]["engine_cpu"]
 
 
 def test_targets_are_reported_as_ratios(results: dict[str, Any]) -> None:
