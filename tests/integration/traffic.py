@@ -83,6 +83,7 @@ class MixedTraffic:
     def __post_init__(self) -> None:
         self.run_id = uuid.uuid4().hex[:8]
         self._stop = threading.Event()
+        self._http2_clients: set[httpx.AsyncClient] = set()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
     def __enter__(self) -> "MixedTraffic":
@@ -108,6 +109,7 @@ class MixedTraffic:
             self.stack.async_client(http2=True)
             for _ in range(-(-h2_clients // HTTP2_CLIENTS_PER_CONNECTION))
         ]
+        self._http2_clients = set(h2)
         try:
             clients = [h1] * h1_clients + [h2[n % len(h2)] for n in range(h2_clients)]
             await asyncio.gather(*(self._client(number, c) for number, c in enumerate(clients)))
@@ -166,18 +168,28 @@ class MixedTraffic:
         headers = {"Idempotency-Key": uuid.uuid4().hex} if keyed else {}
         method = request.split(" ", 1)[0]
         resends = self.resends if keyed or request.startswith("GET ") else 0
-        while True:
-            try:
-                response = await client.request(method, path, json=body, headers=headers)
-                break
-            except httpx.HTTPError as error:
-                no_answer = Outcome(time.monotonic(), request, keyed, None, repr(error))
-                if resends == 0:
-                    self.outcomes.append(no_answer)
-                    await asyncio.sleep(self.pause)
-                    return None
-                resends -= 1
-                self.resent.append(no_answer)
+        sender, fresh = client, None
+        try:
+            while True:
+                try:
+                    response = await sender.request(method, path, json=body, headers=headers)
+                    break
+                except httpx.HTTPError as error:
+                    no_answer = Outcome(time.monotonic(), request, keyed, None, repr(error))
+                    if resends == 0:
+                        self.outcomes.append(no_answer)
+                        await asyncio.sleep(self.pause)
+                        return None
+                    resends -= 1
+                    self.resent.append(no_answer)
+                    # Sent again on a new connection, as browsers do: the pool's other idle
+                    # connections may have been closed at the same moment as this one.
+                    if fresh is None:
+                        fresh = self.stack.async_client(http2=client in self._http2_clients)
+                    sender = fresh
+        finally:
+            if fresh is not None:
+                await fresh.aclose()
         status = response.status_code
         version = (
             response.json()["version"] if request == "GET /healthz" and status == 200 else None
