@@ -368,11 +368,11 @@ def update_edge(target: Target, images: Images) -> None:
     if running:
         edge = running[0]
         inside = target.docker("exec", edge, "caddy", "version")
-        shipped = target.docker("run", "--rm", "--entrypoint", "caddy", images.proxy, "version")
+        shipped, caddyfile = target.docker(
+            "run", "--rm", "--entrypoint", "sh", images.proxy,
+            "-c", "caddy version && cat /etc/caddy/Caddyfile",
+        ).split("\n", 1)  # fmt: skip
         if inside == shipped:
-            caddyfile = target.docker(
-                "run", "--rm", "--entrypoint", "cat", images.proxy, "/etc/caddy/Caddyfile"
-            )
             loaded = target.docker(
                 "exec", edge, "sh", "-c", f'cat "{RUNNING_CADDYFILE}"', check=False
             )

@@ -73,7 +73,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
 
-        incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"")
+        headers = dict(scope["headers"])
+        incoming = headers.get(REQUEST_ID_HEADER, b"")
         rid = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex.encode()
         token = request_id.set(rid.decode())
         status = 500
@@ -99,11 +100,13 @@ class RequestContextMiddleware:
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(elapsed)
             if self.access_log:
-                _log_access(scope, status, sent, elapsed)
+                _log_access(scope, headers.get(b"user-agent"), status, sent, elapsed)
             request_id.reset(token)
 
 
-def _log_access(scope: Scope, status: int, sent: int, elapsed: float) -> None:
+def _log_access(
+    scope: Scope, user_agent: bytes | None, status: int, sent: int, elapsed: float
+) -> None:
     """The access line: who (as the trusted proxy saw them), what, the answer, how long. Its
     request id comes from the log context, like every line of the request."""
     client = scope.get("client")
@@ -116,9 +119,8 @@ def _log_access(scope: Scope, status: int, sent: int, elapsed: float) -> None:
         "protocol": f"HTTP/{scope['http_version']}",
         "duration_us": round(elapsed * 1_000_000),
     }
-    for name, value in scope["headers"]:
-        if name == b"user-agent":
-            fields["user_agent"] = value.decode("latin-1")
+    if user_agent is not None:
+        fields["user_agent"] = user_agent.decode("latin-1")
     access.info("request", extra=fields)
 
 

@@ -66,8 +66,8 @@ class MixedTraffic:
     clients: int = CLIENTS
     pause: float = PAUSE
     all_keyed: bool = False  # every write with an Idempotency-Key, not every other one
-    # Half the clients over HTTP/2. Off for an edge reload: Python's h2 library cannot finish a
-    # stream after the server's graceful GOAWAY (test_deploy.py checks HTTP/2 with h2load).
+    # Half the clients over HTTP/2. Off for an edge reload: Python's h2 stack cannot finish a
+    # stream after the server's graceful GOAWAY (test_deploy.py checks HTTP/2 with curl).
     http2: bool = True
     # How often a client sends a request again when it got no HTTP answer at all, where HTTP
     # lets a client do so on its own (RFC 9110 9.2.2): a read, or a write with its
@@ -247,7 +247,9 @@ class MixedTraffic:
         for no_answer in self.resent:
             print(f"resent after no answer: {no_answer}")
         assert len(self.outcomes) > 0, "no traffic"
-        lost = [o for o in self.failures if unanswered_bare_writes and unanswered_bare_write(o)]
+        lost = (
+            [o for o in self.failures if unanswered_bare_write(o)] if unanswered_bare_writes else []
+        )
         for outcome in lost:
             print(f"bare write without an answer: {outcome}")
         failures = [outcome for outcome in self.failures if outcome not in lost]
