@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from service.db import jobs as job_queries
 from service.db.errors import DATABASE_UNAVAILABLE
 from service.db.migrate import apply_migrations
-from service.db.pool import Pool, Turns, open_pool
+from service.db.pool import Pool, Reachability, Turns, open_pool
 from service.draining import Draining
 from service.jobs.events import JobEvents
 from service.jobs.handlers import JobHandler
@@ -49,7 +49,8 @@ class Runtime:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
-    async with open_pool(settings) as pool:
+    reachability = Reachability()
+    async with open_pool(settings, reachability) as pool:
         await apply_migrations(pool)
         runtime = Runtime(
             settings,
@@ -58,7 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.handlers,
             metrics,
             app.state.draining,
-            Turns(pool, settings.db_pool_max_size),
+            Turns(pool, settings.db_pool_max_size, reachability, settings.db_connect_timeout),
         )
         app.state.runtime = runtime
         metrics.watch_pool(pool)

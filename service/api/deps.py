@@ -36,7 +36,9 @@ async def get_item_service(connection: ConnectionDep) -> ItemService:
 
 
 async def get_job_service(runtime: RuntimeDep) -> JobService:
-    return JobService(runtime.pool, runtime.events, runtime.handlers)
+    return JobService(
+        runtime.turns, runtime.settings.db_acquire_timeout, runtime.events, runtime.handlers
+    )
 
 
 async def get_idempotency_service(

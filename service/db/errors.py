@@ -2,8 +2,13 @@
 
 import asyncpg
 
+
+class DatabaseUnreachable(ConnectionError):
+    """The last new connection to Postgres failed, and another attempt is already under way."""
+
+
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
-    OSError,  # refused, reset, unreachable
+    OSError,  # refused, reset, unreachable; DatabaseUnreachable
     TimeoutError,  # connect, acquire or command timeout
     asyncpg.PostgresConnectionError,  # class 08: the connection broke
     asyncpg.InterfaceError,  # the connection was closed under us

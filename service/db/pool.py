@@ -1,16 +1,16 @@
 """The asyncpg pool: opened with bounded retries while Postgres starts, closed with a bound, and
-handed out to requests in turn."""
+handed out to requests in turn, failing fast while Postgres cannot be reached."""
 
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 
-from service.db.errors import DATABASE_UNAVAILABLE
+from service.db.errors import DATABASE_UNAVAILABLE, DatabaseUnreachable
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,29 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
     )
 
 
-async def _create_with_retries(settings: Settings) -> Pool:
+class Reachability:
+    """Whether Postgres took the pool's last new connection.
+
+    The pool makes every new connection through `connect` (a request's, a worker's, or the
+    pool's own upkeep of its minimum size). One that fails (refused, a name that no longer
+    resolves, a timeout, a Postgres shutting down) marks the database unreachable until one
+    succeeds again."""
+
+    def __init__(self, connect: Callable[..., Awaitable[asyncpg.Connection]] = asyncpg.connect):
+        self.reachable = True
+        self._connect = connect
+
+    async def connect(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
+        try:
+            connection = await self._connect(*args, **kwargs)
+        except Exception:
+            self.reachable = False
+            raise
+        self.reachable = True
+        return connection
+
+
+async def _create_with_retries(settings: Settings, reachability: Reachability) -> Pool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.db_startup_deadline
     delay = 0.25
@@ -52,6 +74,7 @@ async def _create_with_retries(settings: Settings) -> Pool:
                 max_size=settings.db_pool_max_size,
                 command_timeout=settings.db_command_timeout,
                 init=_init_connection,
+                connect=reachability.connect,
             )
         except DATABASE_UNAVAILABLE as error:
             if loop.time() + delay > deadline:
@@ -65,8 +88,10 @@ async def _create_with_retries(settings: Settings) -> Pool:
 
 
 @asynccontextmanager
-async def open_pool(settings: Settings) -> AsyncIterator[Pool]:
-    pool = await _create_with_retries(settings)
+async def open_pool(
+    settings: Settings, reachability: Reachability | None = None
+) -> AsyncIterator[Pool]:
+    pool = await _create_with_retries(settings, reachability or Reachability())
     log.info("database pool open", extra={"max_size": settings.db_pool_max_size})
     try:
         yield pool
@@ -86,27 +111,53 @@ async def _close(pool: Pool, within: float) -> None:
 
 
 class Turns:
-    """The pool's connections for requests, first come, first served.
+    """The pool's connections for requests, first come, first served, and none while Postgres
+    is unreachable.
 
     asyncpg's pool lets a caller that arrives just as a connection is released take it ahead
     of those already waiting; under contention (more requests in flight than connections)
     some requests then wait far longer than the others. Requests take a turn here, in order,
-    before they acquire, and no more of them acquire at once than the pool holds."""
+    before they acquire, and no more of them acquire at once than the pool holds.
 
-    def __init__(self, pool: Pool, size: int) -> None:
+    After a new connection failed, one request at a time tries again (it waits for its
+    connection as long as ever) and the others fail at once with DatabaseUnreachable, rather
+    than each waiting out its bound while Postgres is away: a client hears 503 in
+    milliseconds, and the turns do not fill up with requests that cannot be served."""
+
+    def __init__(
+        self, pool: Pool, size: int, reachability: Reachability, connect_timeout: float
+    ) -> None:
         self.pool = pool
         self._turns = asyncio.Semaphore(size)  # FIFO: a release wakes the longest waiter
+        self._reachability = reachability
+        self._connect_timeout = connect_timeout
+        self._probing = False  # a request is trying Postgres again
 
     @asynccontextmanager
     async def acquire(self, within: float) -> AsyncIterator[Connection]:
-        """A connection within `within` seconds (TimeoutError otherwise), waiting in turn."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        async with asyncio.timeout_at(deadline):
-            await self._turns.acquire()
+        """A connection within `within` seconds, plus the connect timeout when the connection
+        must be made (TimeoutError otherwise), waiting in turn."""
+        probe = not self._reachability.reachable
+        if probe:
+            if self._probing:
+                raise DatabaseUnreachable("database unreachable")
+            self._probing = True
         try:
-            remaining = max(deadline - loop.time(), 0.001)
-            async with self.pool.acquire(timeout=remaining) as connection:
-                yield connection
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + within
+            async with asyncio.timeout_at(deadline):
+                await self._turns.acquire()
+            try:
+                # A connection being made keeps its own timeout, so that its failure (not the
+                # acquire's) is what tells the Reachability that Postgres is away.
+                bound = max(deadline - loop.time(), 0.0) + self._connect_timeout
+                async with self.pool.acquire(timeout=bound) as connection:
+                    if probe:
+                        self._reachability.reachable = True  # the pool still had one
+                        self._probing, probe = False, False
+                    yield connection
+            finally:
+                self._turns.release()
         finally:
-            self._turns.release()
+            if probe:
+                self._probing = False

@@ -1,9 +1,9 @@
 """Jobs: enqueue with a validated payload, read, and long-poll until finished.
 
-This service holds the pool, not one connection: a long-poll must not pin a connection for
-its whole wait, so each read borrows one briefly. An enqueue runs on the request's connection,
-in the transaction of an Idempotency-Key if there is one (the queue's NOTIFY is sent at its
-commit).
+This service holds the requests' turns at the pool, not one connection: a long-poll must not
+pin a connection for its whole wait, so each read borrows one briefly, in turn. An enqueue runs
+on the request's connection, in the transaction of an Idempotency-Key if there is one (the
+queue's NOTIFY is sent at its commit).
 """
 
 import asyncio
@@ -14,7 +14,7 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from service.db import jobs as queries
-from service.db.pool import Connection, Pool
+from service.db.pool import Connection, Turns
 from service.jobs.events import JobEvents
 from service.jobs.handlers import JobHandler
 from service.models import FieldError, Job, JobCreate
@@ -26,8 +26,15 @@ RECHECK_SECONDS = 1.0
 
 
 class JobService:
-    def __init__(self, pool: Pool, events: JobEvents, handlers: Mapping[str, JobHandler]) -> None:
-        self._pool = pool
+    def __init__(
+        self,
+        turns: Turns,
+        acquire_timeout: float,
+        events: JobEvents,
+        handlers: Mapping[str, JobHandler],
+    ) -> None:
+        self._turns = turns
+        self._acquire_timeout = acquire_timeout
         self._events = events
         self._handlers = handlers
 
@@ -56,7 +63,8 @@ class JobService:
         )
 
     async def get(self, job_id: UUID) -> Job:
-        job = await queries.get(self._pool, job_id)
+        async with self._turns.acquire(self._acquire_timeout) as connection:
+            job = await queries.get(connection, job_id)
         if job is None:
             raise NotFound(f"job {job_id} does not exist")
         return job

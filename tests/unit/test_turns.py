@@ -1,22 +1,65 @@
-"""Requests take the pool's connections in turn: first come, first served, within a bound."""
+"""Requests take the pool's connections in turn: first come, first served, within a bound,
+and fail at once while Postgres cannot be reached."""
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
+import asyncpg
 import pytest
 
-from service.db.pool import Pool, Turns, open_pool
+from service.db.errors import DatabaseUnreachable
+from service.db.pool import Pool, Reachability, Turns, open_pool
 from tests.unit.conftest import make_settings
+
+CONNECT_TIMEOUT = 0.3
+
+
+class Outage:
+    """Postgres as the pool's new connections see it. The unit tests share one Postgres that
+    they cannot stop, so an outage here is a connect that waits out its timeout, as one to a
+    name that no longer resolves or to a host that is down does (the integration test
+    test_db_outage_edge.py stops the real one)."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.attempts = 0
+
+    async def connect(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
+        self.attempts += 1
+        if self.down:
+            await asyncio.sleep(CONNECT_TIMEOUT)
+            raise TimeoutError
+        connection: asyncpg.Connection = await asyncpg.connect(*args, **kwargs)
+        return connection
 
 
 @pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[Pool]:
-    async with open_pool(make_settings(database_url, db_pool_min_size=1)) as pool:
+def outage() -> Outage:
+    return Outage()
+
+
+@pytest.fixture
+def reachability(outage: Outage) -> Reachability:
+    return Reachability(outage.connect)
+
+
+@pytest.fixture
+async def pool(database_url: str, reachability: Reachability) -> AsyncIterator[Pool]:
+    # No minimum: the pool makes a connection only when a test asks for one.
+    settings = make_settings(database_url, db_pool_min_size=0)
+    async with open_pool(settings, reachability) as pool:
         yield pool
 
 
-async def test_waiting_requests_get_a_connection_in_the_order_they_came(pool: Pool) -> None:
-    turns = Turns(pool, size=1)
+def turns_of(pool: Pool, reachability: Reachability, size: int) -> Turns:
+    return Turns(pool, size, reachability, CONNECT_TIMEOUT)
+
+
+async def test_waiting_requests_get_a_connection_in_the_order_they_came(
+    pool: Pool, reachability: Reachability
+) -> None:
+    turns = turns_of(pool, reachability, size=1)
     order: list[str] = []
 
     async def request(name: str) -> None:
@@ -34,8 +77,10 @@ async def test_waiting_requests_get_a_connection_in_the_order_they_came(pool: Po
     assert order == ["waiting-0", "waiting-1", "waiting-2", "late"]
 
 
-async def test_a_request_waits_no_longer_than_its_bound(pool: Pool) -> None:
-    turns = Turns(pool, size=1)
+async def test_a_request_waits_no_longer_than_its_bound(
+    pool: Pool, reachability: Reachability
+) -> None:
+    turns = turns_of(pool, reachability, size=1)
     async with turns.acquire(within=5):
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -46,3 +91,50 @@ async def test_a_request_waits_no_longer_than_its_bound(pool: Pool) -> None:
     # The turn that timed out was never taken, and the first one was given back.
     async with turns.acquire(within=1) as connection:
         assert await connection.fetchval("SELECT 1") == 1
+
+
+async def test_while_postgres_is_away_one_request_tries_and_the_others_fail_at_once(
+    pool: Pool, reachability: Reachability, outage: Outage
+) -> None:
+    turns = turns_of(pool, reachability, size=4)
+    outage.down = True
+    with pytest.raises(TimeoutError):  # the first learns it the slow way
+        async with turns.acquire(within=5):
+            pass
+    assert not reachability.reachable
+
+    loop = asyncio.get_running_loop()
+
+    async def request() -> float:
+        started = loop.time()
+        try:
+            async with turns.acquire(within=5):
+                pass
+        except (TimeoutError, DatabaseUnreachable):
+            pass
+        return loop.time() - started
+
+    probe = asyncio.create_task(request())
+    await asyncio.sleep(0.05)  # the probe waits for its connection
+    attempts = outage.attempts
+    with pytest.raises(DatabaseUnreachable):
+        async with turns.acquire(within=5):
+            pass
+    others = await asyncio.gather(*(request() for _ in range(8)))
+    assert max(others) < 0.05, "the others waited for a connection"
+    assert outage.attempts == attempts, "only the probe tried to connect"
+    assert await probe >= CONNECT_TIMEOUT
+
+    outage.down = False  # Postgres is back: the next request is the probe, and succeeds
+    async with turns.acquire(within=5) as connection:
+        assert await connection.fetchval("SELECT 1") == 1
+    assert reachability.reachable
+    async with asyncio.TaskGroup() as group:
+        served = [group.create_task(_select_one(turns)) for _ in range(8)]
+    assert [task.result() for task in served] == [1] * 8
+
+
+async def _select_one(turns: Turns) -> int:
+    async with turns.acquire(within=5) as connection:
+        value: int = await connection.fetchval("SELECT 1")
+        return value
