@@ -51,7 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics: Metrics = app.state.metrics
     reachability = Reachability()
     async with open_pool(settings, reachability) as pool:
-        await apply_migrations(pool)
+        await apply_migrations(settings)
         runtime = Runtime(
             settings,
             pool,

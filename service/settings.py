@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     db_acquire_timeout: float = Field(5.0, gt=0, description="Waiting for a pool connection.")
     db_command_timeout: float = Field(30.0, gt=0, description="One SQL statement, seconds.")
     db_close_timeout: float = Field(10.0, gt=0, description="Pool close at shutdown, seconds.")
+    db_migration_lock_timeout: float = Field(
+        3.0, gt=0, description="A migration waiting longer for a lock fails start-up (s)."
+    )
+    db_migration_statement_timeout: float = Field(
+        60.0, gt=0, description="A migration statement running longer fails start-up (s)."
+    )
     ready_timeout: float = Field(1.0, gt=0, description="The /readyz database ping, seconds.")
     request_body_timeout: float = Field(
         30.0, gt=0, description="A request body must arrive within this, or 408 (seconds)."

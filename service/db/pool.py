@@ -28,9 +28,28 @@ def _connect_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def connect(settings: Settings) -> asyncpg.Connection:
-    """One dedicated connection (for LISTEN), outside the pool."""
-    return await asyncpg.connect(**_connect_options(settings))
+# A dedicated connection has nothing to flush: a slow close (say, while a query is being
+# cancelled) must not hold up shutdown; past this the socket is just closed.
+DEDICATED_CLOSE_SECONDS = 2.0
+
+
+@asynccontextmanager
+async def dedicated_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of its own, outside the pool: for LISTEN, and for the migrations (whose
+    session settings and advisory lock must not reach a pooled connection)."""
+    connection = await asyncpg.connect(**_connect_options(settings))
+    try:
+        yield connection
+    finally:
+        await asyncio.shield(_close_quietly(connection, DEDICATED_CLOSE_SECONDS))
+
+
+async def _close_quietly(connection: asyncpg.Connection, within: float) -> None:
+    try:
+        async with asyncio.timeout(within):
+            await connection.close()
+    except (OSError, TimeoutError, asyncpg.InterfaceError):
+        connection.terminate()
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:

@@ -11,18 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from uuid import UUID
 
-import asyncpg
-
-from service.db.pool import connect
+from service.db.pool import dedicated_connection
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "jobs"
 LISTENER_HEARTBEAT_SECONDS = 5.0
-# A listener has nothing to flush: a slow close (say, while a heartbeat query is being
-# cancelled) must not hold up shutdown; past this the socket is just closed.
-LISTENER_CLOSE_SECONDS = 2.0
 
 
 class JobEvents:
@@ -68,21 +63,10 @@ class JobEvents:
 
     async def listen(self, settings: Settings) -> None:
         """Runs until cancelled; raises when the connection breaks (the supervisor restarts it)."""
-        connection = await connect(settings)
-        try:
+        async with dedicated_connection(settings) as connection:
             await connection.add_listener(CHANNEL, self._on_notification)
             # Anything that changed while we were not listening: let the pollers look now.
             self._work_available.set()
             while True:
                 await asyncio.sleep(LISTENER_HEARTBEAT_SECONDS)
                 await connection.execute("SELECT 1")
-        finally:
-            await asyncio.shield(_close_quietly(connection, LISTENER_CLOSE_SECONDS))
-
-
-async def _close_quietly(connection: asyncpg.Connection, within: float) -> None:
-    try:
-        async with asyncio.timeout(within):
-            await connection.close()
-    except (OSError, TimeoutError, asyncpg.InterfaceError):
-        connection.terminate()

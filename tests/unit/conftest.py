@@ -84,5 +84,5 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 async def pool(settings: Settings) -> AsyncIterator[Pool]:
     """A migrated database and a pool on it, with no app (and so no app workers) running."""
     async with open_pool(settings) as test_pool:
-        await apply_migrations(test_pool)
+        await apply_migrations(settings)
         yield test_pool
