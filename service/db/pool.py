@@ -52,6 +52,15 @@ async def _close_quietly(connection: asyncpg.Connection, within: float) -> None:
         connection.terminate()
 
 
+async def _reset_nothing_more(connection: asyncpg.Connection) -> None:
+    """What the pool does to a released connection, besides asyncpg's own rollback of a
+    transaction left open: nothing. asyncpg's default sends a reset query (advisory unlock,
+    CLOSE ALL, UNLISTEN, RESET ALL), one more round trip per request, for session state that
+    pooled connections never hold here: advisory locks are transaction-level, LISTEN and the
+    migrations' settings live on dedicated connections, and nothing runs SET outside a
+    transaction (tests/unit/test_turns.py checks the round trip is gone)."""
+
+
 async def _init_connection(connection: asyncpg.Connection) -> None:
     """jsonb columns in and out as Python objects."""
     await connection.set_type_codec(
@@ -93,6 +102,7 @@ async def _create_with_retries(settings: Settings, reachability: Reachability) -
                 max_size=settings.db_pool_max_size,
                 command_timeout=settings.db_command_timeout,
                 init=_init_connection,
+                reset=_reset_nothing_more,
                 connect=reachability.connect,
             )
         except DATABASE_UNAVAILABLE as error:

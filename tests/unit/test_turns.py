@@ -138,3 +138,17 @@ async def _select_one(turns: Turns) -> int:
     async with turns.acquire(within=5) as connection:
         value: int = await connection.fetchval("SELECT 1")
         return value
+
+
+async def test_a_released_connection_costs_no_reset_query_and_rolls_back(pool: Pool) -> None:
+    sent: list[str] = []
+    async with pool.acquire() as connection:
+        connection.add_query_logger(lambda record: sent.append(record.query))
+        transaction = connection.transaction()
+        await transaction.start()
+        await connection.execute("CREATE TEMPORARY TABLE left_open (id int)")
+    # Released mid-transaction (as a cancelled request's connection can be): rolled back, and
+    # nothing else went out for it.
+    assert sent == ["BEGIN;", "CREATE TEMPORARY TABLE left_open (id int)", "ROLLBACK"]
+    async with pool.acquire() as connection:
+        assert await connection.fetchval("SELECT to_regclass('left_open')") is None
