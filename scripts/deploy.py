@@ -8,8 +8,10 @@
 ENV names deploy/ENV.env (or is a path to an env file): compose variables plus DOCKER_HOST or
 DOCKER_CONTEXT for the target (the local engine when neither is set). No registry is needed:
 the images are built here from `git archive` (the app tagged with the commit, the edge with
-the hash of caddy/, so Caddy restarts only when its configuration changed) and sent with
-`docker save | docker load` when the target lacks them.
+the hash of caddy/, so Caddy restarts only when its configuration changed, the database with
+the hash of postgres/) and sent with `docker save | docker load` when the target lacks them.
+A running database is never recreated by a deploy: a new database image takes effect at its
+next planned restart (README "Backups and restore").
 
 With plain compose (the default), the rollout starts the new replicas beside the old ones,
 waits until they are healthy and in Caddy's upstream set, then stops the old ones (SIGTERM:
@@ -32,6 +34,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +60,11 @@ cat >"{RUNNING_CADDYFILE}.next"
 caddy reload --config "{RUNNING_CADDYFILE}.next" --adapter caddyfile
 mv "{RUNNING_CADDYFILE}.next" "{RUNNING_CADDYFILE}"
 """
+MIGRATIONS = "service/db/migrations"
+# An incremental backup in the backup service's container, and pgBackRest's error when another
+# backup holds the lock (postgres/: pgbackrest.conf, with-backup-key).
+BACKUP_INCR = ("with-backup-key", "pgbackrest", "--stanza=main", "--type=incr", "backup")
+BACKUP_LOCKED = "aborted with exception [050]"
 DEFAULTS = {
     "APP_IMAGE_REPOSITORY": "service",
     "DEPLOY_HEALTH_TIMEOUT": "120",
@@ -146,7 +154,7 @@ class Target:
             "docker", "compose", "--project-name", self.project,
             "--env-file", str(self.env_file), *files, *args,
         ]  # fmt: skip
-        environment = self.docker_env(APP_IMAGE=images.app, PROXY_IMAGE=images.proxy)
+        environment = self.docker_env(**images.environment())
         result = subprocess.run(command, env=environment, cwd=ROOT, capture_output=True, text=True)
         if result.returncode != 0:
             raise DeployError(f"docker compose {' '.join(args)}: {result.stderr.strip()}")
@@ -239,24 +247,34 @@ def git_hash(revision: str) -> str:
 
 @dataclass(frozen=True)
 class Images:
-    """What one commit deploys: the app, and the edge with its Caddyfile."""
+    """What one commit deploys: the app, the edge with its Caddyfile, and the database image
+    (Postgres with pgBackRest, which the backup service runs too)."""
 
     commit: str
     app: str
     proxy: str
+    db: str
 
     @classmethod
     def of(cls, target: Target, commit: str) -> Images:
-        caddy_tree = git_hash(f"{commit}:caddy")
+        repository = target.repository
         return cls(
-            commit, f"{target.repository}:{commit}", f"{target.repository}-proxy:{caddy_tree}"
+            commit,
+            f"{repository}:{commit}",
+            f"{repository}-proxy:{git_hash(f'{commit}:caddy')}",
+            f"{repository}-db:{git_hash(f'{commit}:postgres')}",
         )
+
+    def environment(self) -> dict[str, str]:
+        """What compose.staging.yaml and compose.swarm.yaml read the images from."""
+        return {"APP_IMAGE": self.app, "PROXY_IMAGE": self.proxy, "DB_IMAGE": self.db}
 
     def builds(self) -> list[tuple[str, str, list[str]]]:
         """(image, tree-ish to build from, build arguments) for each image."""
         return [
             (self.app, self.commit, ["--build-arg", f"VERSION={self.commit}"]),
             (self.proxy, f"{self.commit}:caddy", []),
+            (self.db, f"{self.commit}:postgres", []),
         ]
 
 
@@ -332,10 +350,12 @@ def stop(target: Target, containers: list[str]) -> None:
 def roll_out(target: Target, images: Images) -> None:
     replicas = int(target.settings["APP_REPLICAS"])
     old = target.app_containers()
-    # The database first (a no-op when it runs), then the app, then the edge.
+    # The database and its backups first (a no-op when they run), then the app, then the edge.
     target.compose(
-        "up", "--detach", "--no-build", "--no-recreate", "--wait", "secrets", "db", images=images
-    )
+        "up", "--detach", "--no-build", "--no-recreate", "--wait",
+        "secrets", "db", "backup", images=images,
+    )  # fmt: skip
+    take_restore_point(target, images)
     if not old:
         say(f"first deploy: starting {replicas} replicas of {images.app}")
         target.compose("up", "--detach", "--no-build", "--wait", images=images)
@@ -356,6 +376,45 @@ def roll_out(target: Target, images: Images) -> None:
     say(f"new replicas healthy; draining and stopping the {len(old)} old ones")
     stop(target, old)
     update_edge(target, images)
+
+
+def take_restore_point(target: Target, images: Images) -> None:
+    """A backup before a release whose migrations the database has not applied yet: where the
+    data can be restored to if a migration goes wrong (README "Backups and restore")."""
+    listed = subprocess.run(
+        ["git", "ls-tree", "--name-only", f"{images.commit}:{MIGRATIONS}"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    dbs = target.running("db")
+    applied = target.docker(
+        "exec", dbs[0], "sh", "-c",
+        'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -Atc "SELECT name FROM schema_migrations"',
+        check=False,
+    ).split()  # fmt: skip
+    new = sorted(name for name in listed if name.endswith(".sql") and name not in applied)
+    if not new or not applied:  # nothing new, or a database no release has migrated yet
+        return
+    say(f"{images.commit} brings migrations {', '.join(new)}: taking a backup first")
+    backups = target.running("backup")
+    if not backups:
+        raise DeployError("no backup service runs, so no restore point can be taken")
+    backup_now(lambda: target.docker("exec", "--user", "postgres", backups[0], *BACKUP_INCR))
+    say("restore point taken (scripts/restore --to a time before this deploy returns to it)")
+
+
+def backup_now(run: Callable[[], object], wait: float = 3600) -> None:
+    """Runs a pgBackRest backup, waiting while another one (the backup service's) holds the
+    stanza's lock: pgBackRest runs one at a time and fails the second at once."""
+    started = time.monotonic()
+    while True:
+        try:
+            run()
+            return
+        except DeployError as error:
+            if BACKUP_LOCKED not in str(error) or time.monotonic() - started > wait:
+                raise
+            say("another backup is running (the backup service's); waiting for it")
+            time.sleep(5)
 
 
 def update_edge(target: Target, images: Images) -> None:
@@ -417,19 +476,25 @@ def render_stack(target: Target, images: Images) -> str:
     return json.dumps(stack)
 
 
-def ensure_swarm_secret(target: Target) -> None:
-    """The database password, created once in Swarm's secret store (never on disk here)."""
-    name = f"{target.project}_db_password"
-    if target.succeeds("secret", "inspect", name):
-        return
-    say(f"creating the secret {name}")
-    password = secrets.token_urlsafe(30)
-    created = subprocess.run(
-        ["docker", "secret", "create", name, "-"], input=password, env=target.docker_env(),
-        capture_output=True, text=True,
-    )  # fmt: skip
-    if created.returncode != 0:
-        raise DeployError(f"docker secret create: {created.stderr.strip()}")
+# Swarm's secrets of the stack, and the length of each (compose's secrets service makes the
+# same two on a plain compose host).
+SWARM_SECRETS = {"db_password": 30, "backup_key": 48}
+
+
+def ensure_swarm_secrets(target: Target) -> None:
+    """The database password and the backup repository's key, each created once in Swarm's
+    secret store (never on disk here)."""
+    for secret, length in SWARM_SECRETS.items():
+        name = f"{target.project}_{secret}"
+        if target.succeeds("secret", "inspect", name):
+            continue
+        say(f"creating the secret {name}")
+        created = subprocess.run(
+            ["docker", "secret", "create", name, "-"], input=secrets.token_urlsafe(length),
+            env=target.docker_env(), capture_output=True, text=True,
+        )  # fmt: skip
+        if created.returncode != 0:
+            raise DeployError(f"docker secret create: {created.stderr.strip()}")
 
 
 def swarm_service(target: Target) -> dict[str, Any] | None:
@@ -438,7 +503,7 @@ def swarm_service(target: Target) -> dict[str, Any] | None:
 
 
 def swarm_roll_out(target: Target, images: Images) -> None:
-    ensure_swarm_secret(target)
+    ensure_swarm_secrets(target)
     stack = render_stack(target, images)
     say(f"docker stack deploy {target.project} with {images.app}")
     deployed = subprocess.run(

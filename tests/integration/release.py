@@ -2,7 +2,8 @@
 is checked in, so that scripts/deploy builds exactly what a commit holds, as it does for real.
 
 A is HEAD; B changes nothing but the commit (so the version /healthz reports); C breaks the
-healthcheck; D is B with a Caddyfile that sends one more response header."""
+healthcheck; D is B with a Caddyfile that sends one more response header; E is D with a new
+migration."""
 
 import subprocess
 import time
@@ -16,6 +17,8 @@ from tests.project import ROOT
 
 # D's edge adds this header to every response (inside the security_headers snippet).
 EDGE_D_HEADER = "\t\t-Server\n\t\tX-Edge-Release d\n"
+# E's migration: a nullable column, which the releases before it ignore.
+NEW_MIGRATION = "9000_items_sku.sql"
 
 
 def git(clone: Path, *args: str) -> str:
@@ -46,6 +49,12 @@ def make_clone(work: Path) -> tuple[Path, dict[str, str]]:
     caddyfile.write_text(caddyfile.read_text().replace("\t\t-Server\n", EDGE_D_HEADER, 1))
     git(clone, "commit", "--quiet", "-am", "D: B with a changed Caddyfile")
     commits["D"] = git(clone, "rev-parse", "--short=12", "HEAD")
+    (clone / "service" / "db" / "migrations" / NEW_MIGRATION).write_text(
+        "ALTER TABLE items ADD COLUMN IF NOT EXISTS sku text;\n"
+    )
+    git(clone, "add", ".")
+    git(clone, "commit", "--quiet", "-m", "E: D with a new migration")
+    commits["E"] = git(clone, "rev-parse", "--short=12", "HEAD")
     git(clone, "checkout", "--quiet", commits["B"])
     return clone, commits
 
@@ -82,7 +91,7 @@ class Release:
         name = f"{self.stack.project}-deploy-record"
         for container in engine.containers.list(all=True, filters={"name": name}):
             container.remove(force=True)
-        for prefix in (repository, f"{repository}-proxy"):
+        for prefix in (repository, f"{repository}-proxy", f"{repository}-db"):
             for image in engine.images.list(name=prefix):
                 engine.images.remove(image.id, force=True)
 

@@ -1,6 +1,6 @@
 """scripts/deploy against a "staging" target (this machine's engine, its own project name and
-loopback ports): commit A, then B under the shared mixed traffic, a broken C, a rollback, and D,
-which changes the Caddyfile."""
+loopback ports): commit A, then B under the shared mixed traffic, a broken C, a rollback, D,
+which changes the Caddyfile, and E, which brings a migration."""
 
 import time
 import uuid
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.release import Release
+from tests.integration.release import NEW_MIGRATION, Release
 from tests.integration.tools import H2Bursts, Tools
 from tests.integration.traffic import MixedTraffic
 
@@ -136,3 +136,30 @@ def test_a_new_caddyfile_is_loaded_into_the_running_edge(release: Release) -> No
     release.stack.wait_healthy(edge)
     with release.stack.client() as client:
         assert client.get("/healthz").headers.get("x-edge-release") == "d", "lost on restart"
+
+
+def test_a_release_with_new_migrations_takes_a_restore_point_first(release: Release) -> None:
+    e = release.commits["E"]
+    before = backup_labels(release)
+    result = release.deploy("--commit", e)
+    assert result.returncode == 0
+    assert f"brings migrations {NEW_MIGRATION}: taking a backup first" in result.stdout
+    assert "restore point taken" in result.stdout
+    assert len(backup_labels(release)) == len(before) + 1, "no new backup"
+    assert release.version() == e
+    applied = f"SELECT count(*) FROM schema_migrations WHERE name = '{NEW_MIGRATION}'"
+    assert release.stack.psql(applied) == "1"
+    # A release that brings nothing new takes no backup.
+    again = release.deploy("--commit", e)
+    assert again.returncode == 0
+    assert "taking a backup first" not in again.stdout
+
+
+def backup_labels(release: Release) -> list[str]:
+    """The backups in the target's repository, by label."""
+    code, output = release.stack.exec(
+        "backup", "sh", "-c",
+        "with-backup-key pgbackrest --stanza=main --output=json info | jq -r '.[0].backup[].label'",
+    )  # fmt: skip
+    assert code == 0, output
+    return output.split()

@@ -1,5 +1,6 @@
 """No secret in any image layer, image configuration or container environment: the database
-password lives in the `secrets` volume only, and Caddy's local CA is created in each stack's
+password lives in the `secrets` volume only, the backup repository's key in the `backup_key`
+volume only (which the app does not mount), and Caddy's local CA is created in each stack's
 `caddy_data` volume, never in an image (SECURITY.md)."""
 
 import io
@@ -19,7 +20,8 @@ SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE", re.IG
 PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
 # Compiled code is not searched for keys: GnuTLS carries the PEM keys of its self-tests.
 ELF = b"\x7fELF"
-SECRET_FILE_NAMES = re.compile(r"(^|/)(\.env|db_password|id_rsa|id_ed25519|.*\.key)$")
+SECRET_FILE_NAMES = re.compile(r"(^|/)(\.env|db_password|backup_key|id_rsa|id_ed25519|.*\.key)$")
+SERVICES = ("proxy", "app", "db", "backup", "secrets")
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +29,31 @@ def stack(abuse_stack: Stack) -> Stack:
     return abuse_stack
 
 
+def read_secret(stack: Stack, service: str, path: str, length: int) -> str:
+    """A secret as the service that uses it reads it (and as long as the secrets service makes
+    it)."""
+    code, output = stack.exec(service, "cat", path)
+    assert code == 0, output
+    assert len(output.strip()) == length
+    return output.strip()
+
+
 @pytest.fixture(scope="module")
 def password(stack: Stack) -> str:
-    code, output = stack.exec("app", "cat", "/run/secrets/db_password")
-    assert code == 0, output
-    assert len(output.strip()) == 40
-    return output.strip()
+    return read_secret(stack, "app", "/run/secrets/db_password", 40)
+
+
+@pytest.fixture(scope="module")
+def backup_key(stack: Stack) -> str:
+    return read_secret(stack, "backup", "/run/backup-key/backup_key", 64)
+
+
+def test_the_app_cannot_read_the_backup_key(stack: Stack) -> None:
+    for app in stack.containers("app"):
+        mounts = {mount["Destination"] for mount in app.attrs["Mounts"]}
+        assert "/run/backup-key" not in mounts, app.name
+        code, _ = app.exec_run(["cat", "/run/backup-key/backup_key"])
+        assert code != 0, f"{app.name} can read the backup key"
 
 
 def secret_variables(environment: list[str]) -> list[str]:
@@ -45,20 +66,23 @@ def secret_variables(environment: list[str]) -> list[str]:
     return found
 
 
-def test_no_secret_in_any_container_environment_or_command(stack: Stack, password: str) -> None:
-    for service in ("proxy", "app", "db", "secrets"):
+def test_no_secret_in_any_container_environment_or_command(
+    stack: Stack, password: str, backup_key: str
+) -> None:
+    for service in SERVICES:
         for container in stack.containers(service):
             config = container.attrs["Config"]
             assert secret_variables(config.get("Env") or []) == [], container.name
             inspected = str(container.attrs)
-            assert password not in inspected, (
-                f"the password is in `docker inspect {container.name}`"
-            )
+            for secret in (password, backup_key):
+                assert secret not in inspected, f"a secret is in `docker inspect {container.name}`"
 
 
-def test_no_secret_in_any_image_history_or_configuration(stack: Stack, password: str) -> None:
+def test_no_secret_in_any_image_history_or_configuration(
+    stack: Stack, password: str, backup_key: str
+) -> None:
     client = docker.from_env()
-    images = {c.image.id for s in ("proxy", "app", "db") for c in stack.containers(s)}
+    images = {c.image.id for s in SERVICES if s != "secrets" for c in stack.containers(s)}
     for image_id in images:
         image = client.images.get(image_id)
         assert secret_variables(image.attrs["Config"].get("Env") or []) == [], image.tags
@@ -68,20 +92,23 @@ def test_no_secret_in_any_image_history_or_configuration(stack: Stack, password:
             text=True,
             check=True,
         ).stdout
-        assert password not in history, image.tags
-        assert password not in str(image.attrs), image.tags
+        for secret in (password, backup_key):
+            assert secret not in history, image.tags
+            assert secret not in str(image.attrs), image.tags
 
 
 def built_image(stack: Stack, name: str) -> str:
-    """An image this project builds: the stack's app or proxy, or the tools image."""
+    """An image this project builds: the stack's app, proxy or db, or the tools image."""
     if name == "tools":
         command = [ROOT / "scripts" / "tools-image"]
         return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
     return str(stack.container(name).image.id)
 
 
-@pytest.mark.parametrize("image", ["app", "proxy", "tools"])
-def test_no_secret_in_any_layer_of_a_built_image(stack: Stack, password: str, image: str) -> None:
+@pytest.mark.parametrize("image", ["app", "proxy", "db", "tools"])
+def test_no_secret_in_any_layer_of_a_built_image(
+    stack: Stack, password: str, backup_key: str, image: str
+) -> None:
     """Every file of every layer: no password, no private key (Caddy's CA!), no secret file."""
     saved = io.BytesIO()
     for chunk in docker.from_env().images.get(built_image(stack, image)).save(named=False):
@@ -103,7 +130,7 @@ def test_no_secret_in_any_layer_of_a_built_image(stack: Stack, password: str, im
                     content = layer.extractfile(entry)
                     data = content.read() if content else b""
                     key = not data.startswith(ELF) and PRIVATE_KEY.search(data)
-                    if password.encode() in data or key:
+                    if password.encode() in data or backup_key.encode() in data or key:
                         findings.append(f"{member.name}: {entry.name}")
     assert findings == []
 

@@ -43,6 +43,7 @@ class Outcome:
     keyed: bool
     status: int | None  # None: no HTTP answer
     detail: str  # the error, or the start of the body
+    seconds: float  # from sending the request to its answer (or error), resends included
     version: str | None = None  # what /healthz reported
     content_type: str | None = None
     retry_after: str | None = None
@@ -75,7 +76,7 @@ class MixedTraffic:
     # an edge reload closing idle keep-alive connections.
     resends: int = 0
     outcomes: list[Outcome] = field(default_factory=list)
-    created: set[str] = field(default_factory=set)  # item names answered 201
+    created: dict[str, float] = field(default_factory=dict)  # item names answered 201: when
     deleted: set[str] = field(default_factory=set)  # item names answered 204
     jobs: set[str] = field(default_factory=set)  # job ids answered 202
     resent: list[Outcome] = field(default_factory=list)  # the no-answers that were sent again
@@ -130,7 +131,7 @@ class MixedTraffic:
             created = await self._send(client, "POST /items", "/items", body, keyed)
             new_item = f"/items/{created.json()['id']}" if created is not None else None
             if created is not None:
-                self.created.add(name)
+                self.created[name] = time.monotonic()
             await self._send(client, "GET /healthz", "/healthz")
             await self._send(client, "GET /items", "/items?limit=20")
             if read := new_item or item:
@@ -169,13 +170,15 @@ class MixedTraffic:
         method = request.split(" ", 1)[0]
         resends = self.resends if keyed or request.startswith("GET ") else 0
         sender, fresh = client, None
+        sent = time.monotonic()
         try:
             while True:
                 try:
                     response = await sender.request(method, path, json=body, headers=headers)
                     break
                 except httpx.HTTPError as error:
-                    no_answer = Outcome(time.monotonic(), request, keyed, None, repr(error))
+                    now = time.monotonic()
+                    no_answer = Outcome(now, request, keyed, None, repr(error), now - sent)
                     if resends == 0:
                         self.outcomes.append(no_answer)
                         await asyncio.sleep(self.pause)
@@ -194,12 +197,14 @@ class MixedTraffic:
         version = (
             response.json()["version"] if request == "GET /healthz" and status == 200 else None
         )
+        now = time.monotonic()
         outcome = Outcome(
-            time.monotonic(),
+            now,
             request,
             keyed,
             status,
             response.text[:120],
+            now - sent,
             version,
             response.headers.get("content-type"),
             response.headers.get("retry-after"),
@@ -275,7 +280,7 @@ class MixedTraffic:
         listed = self.stack.psql(
             f"SELECT name FROM items WHERE name LIKE 'traffic-{self.run_id}-%'"
         )
-        assert sorted(listed.split()) == sorted(self.created - self.deleted)
+        assert sorted(listed.split()) == sorted(self.created.keys() - self.deleted)
         # Every job answered 202 reaches done, and no request created a job twice.
         done = eventually(lambda: self._jobs_unfinished() == 0, jobs_done_within, interval=1)
         assert done, f"{self._jobs_unfinished()} jobs answered 202 never reached done"

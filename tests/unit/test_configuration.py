@@ -94,14 +94,21 @@ def test_every_compose_variable_lands_where_it_is_documented(
 ) -> None:
     values, config = rendered
     services = config["services"]
-    proxy, app = services["proxy"], services["app"]
+    proxy, app, db, backup = (services[name] for name in ("proxy", "app", "db", "backup"))
     published = {(port["host_ip"], int(port["published"])) for port in proxy["ports"]}
     landed = {
         "COMPOSE_PROJECT_NAME": config["name"],
         "APP_IMAGE": app["image"],
         "PROXY_IMAGE": proxy["image"],
+        "DB_IMAGE": db["image"],
         "APP_REPLICAS": str(app["deploy"]["replicas"]),
+        "DB_ARCHIVE_TIMEOUT": next(
+            arg.split("=", 1)[1] for arg in db["command"] if arg.startswith("archive_timeout=")
+        ),
+        "BACKUP_FULL_EVERY": backup["environment"]["BACKUP_FULL_EVERY"],
+        "BACKUP_DIFF_EVERY": backup["environment"]["BACKUP_DIFF_EVERY"],
     }
+    assert backup["image"] == db["image"], "the backup service runs the database's image"
     for name, where in landed.items():
         assert where == values[name], f"{name} does not reach compose's {name.lower()}"
     assert values["GRACEFUL_TIMEOUT"] in app["command"], "GRACEFUL_TIMEOUT never reaches Hypercorn"
