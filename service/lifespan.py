@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from service.db import backups as backup_queries
 from service.db import jobs as job_queries
 from service.db.errors import DATABASE_UNAVAILABLE
 from service.db.migrate import apply_migrations
@@ -88,6 +89,9 @@ def _background(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
         "job-stats": lambda: _periodically(
             settings.stats_interval, lambda: _refresh_queue_gauge(runtime)
         ),
+        "backup-stats": lambda: _periodically(
+            settings.stats_interval, lambda: _refresh_backup_gauges(runtime)
+        ),
         "idempotency-purge": lambda: _periodically(
             settings.idempotency_purge_interval, lambda: purge_expired(runtime.pool)
         ),
@@ -118,3 +122,14 @@ async def _periodically(seconds: float, action: Callable[[], Awaitable[object]])
 async def _refresh_queue_gauge(runtime: Runtime) -> None:
     for state, count in (await job_queries.count_unfinished(runtime.pool)).items():
         runtime.metrics.jobs_unfinished.labels(state).set(count)
+
+
+async def _refresh_backup_gauges(runtime: Runtime) -> None:
+    metrics = runtime.metrics
+    archive = await backup_queries.archive_state(runtime.pool)
+    metrics.wal_archived.set(archive.archived)
+    metrics.wal_archive_failed.set(archive.failed)
+    metrics.wal_last_archived.set(archive.last_archived_at or 0)
+    metrics.wal_last_failed.set(archive.last_failed_at or 0)
+    for kind, finished in (await backup_queries.newest_backups(runtime.pool)).items():
+        metrics.backup_last_success.labels(kind).set(finished)

@@ -45,6 +45,32 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.wal_archived = Gauge(
+            "postgres_wal_archived",
+            "WAL segments archived since Postgres's statistics were reset (pg_stat_archiver).",
+            registry=self.registry,
+        )
+        self.wal_archive_failed = Gauge(
+            "postgres_wal_archive_failed",
+            "Failed attempts to archive a WAL segment since the statistics were reset.",
+            registry=self.registry,
+        )
+        self.wal_last_archived = Gauge(
+            "postgres_wal_last_archived_timestamp_seconds",
+            "When the last WAL segment was archived (0: never).",
+            registry=self.registry,
+        )
+        self.wal_last_failed = Gauge(
+            "postgres_wal_last_archive_failure_timestamp_seconds",
+            "When archiving last failed (0: never); failing while newer than the last success.",
+            registry=self.registry,
+        )
+        self.backup_last_success = Gauge(
+            "backup_last_success_timestamp_seconds",
+            "When the newest backup of each type finished (from the backup service).",
+            ["type"],
+            registry=self.registry,
+        )
         self._pool_collector: PoolCollector | None = None
 
     def watch_pool(self, pool: Pool) -> None:

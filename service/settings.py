@@ -99,7 +99,9 @@ class Settings(BaseSettings):
     )
 
     supervisor_max_backoff: float = Field(30.0, gt=0, description="Crashed task restart cap, s.")
-    stats_interval: float = Field(5.0, gt=0, description="Queue-depth gauge refresh, seconds.")
+    stats_interval: float = Field(
+        5.0, gt=0, description="Queue-depth and backup gauges refresh, seconds."
+    )
 
     @classmethod
     def settings_customise_sources(

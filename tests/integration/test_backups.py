@@ -75,6 +75,21 @@ def test_the_backup_service_takes_the_first_full_backup_by_itself(stack: Stack) 
     status = backups_script(stack, "backup", "--status")
     assert "full backup:" in status.stdout
     assert "PROBLEM" not in status.stdout
+    # ...and the app's metrics show it (the backup service mirrors the repository's backups
+    # into the database; the app reads them every stats_interval).
+    newest_full = 'backup_last_success_timestamp_seconds{type="full"}'
+    assert eventually(lambda: newest_full in metrics(stack), timeout=60, interval=2)
+    assert "postgres_wal_last_archived_timestamp_seconds 0.0" not in metrics(stack)
+
+
+def metrics(stack: Stack) -> str:
+    """The app's /metrics, read inside its container (the edge never routes there)."""
+    code, text = stack.exec(
+        "app", "python3", "-c",
+        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/metrics').read().decode())",
+    )  # fmt: skip
+    assert code == 0, text
+    return text
 
 
 def test_a_restore_to_a_time_brings_back_exactly_what_was_committed_before_it(

@@ -1,8 +1,10 @@
 """Liveness, readiness, the proxy view, metrics, request ids and the error shape of the edges."""
 
+import asyncio
 import json
 import logging
 
+import asyncpg
 import httpx
 
 from service.logs import JsonFormatter
@@ -63,6 +65,37 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
     assert 'http_requests_total{method="GET",route="/items/{item_id}",status="404"} 1.0' in text
     assert "db_pool_connections" in text
     assert "http_request_duration_seconds_bucket" in text
+
+
+async def test_metrics_show_the_wal_archive_and_the_newest_backups(database_url: str) -> None:
+    # What the backup service writes (postgres/backup-scheduler's mirror of the repository).
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            """CREATE SCHEMA backup;
+               CREATE TABLE backup.backups (
+                   label text PRIMARY KEY, type text NOT NULL, stopped_at timestamptz NOT NULL);
+               INSERT INTO backup.backups VALUES
+                   ('20261201-100000F', 'full', to_timestamp(1764583200)),
+                   ('20261201-100000F_20261201-120000D', 'diff', to_timestamp(1764590400)),
+                   ('20261130-100000F', 'full', to_timestamp(1764496800))"""
+        )
+    finally:
+        await connection.close()
+    app = create_app(make_settings(database_url, stats_interval=0.1))
+    async with (
+        run_lifespan(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(manager.app), base_url="http://testserver"
+        ) as client,
+    ):
+        await asyncio.sleep(0.3)  # a stats round or more
+        text = (await client.get("/metrics")).text
+    assert 'backup_last_success_timestamp_seconds{type="full"} 1.7645832e+09' in text
+    assert 'backup_last_success_timestamp_seconds{type="diff"} 1.7645904e+09' in text
+    # The test Postgres archives nothing: the gauges are there, at zero.
+    assert "postgres_wal_archived 0.0" in text
+    assert "postgres_wal_last_archive_failure_timestamp_seconds 0.0" in text
 
 
 class AccessLines(logging.Handler):
