@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import deploy  # scripts/deploy.py: env files and the target's engine
 
 ROOT = deploy.ROOT
-STANZA = "main"
+STANZA = deploy.STANZA
 DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 # `--status` fails when the newest backup is older than this many BACKUP_DIFF_EVERY: one turn
 # may run late (a long backup, a restart), two may not.

@@ -61,9 +61,10 @@ caddy reload --config "{RUNNING_CADDYFILE}.next" --adapter caddyfile
 mv "{RUNNING_CADDYFILE}.next" "{RUNNING_CADDYFILE}"
 """
 MIGRATIONS = "service/db/migrations"
-# An incremental backup in the backup service's container, and pgBackRest's error when another
-# backup holds the lock (postgres/: pgbackrest.conf, with-backup-key).
-BACKUP_INCR = ("with-backup-key", "pgbackrest", "--stanza=main", "--type=incr", "backup")
+# pgBackRest's stanza (postgres/pgbackrest.conf), an incremental backup in the backup service's
+# container, and pgBackRest's error when another backup holds the lock.
+STANZA = "main"
+BACKUP_INCR = ("with-backup-key", "pgbackrest", f"--stanza={STANZA}", "--type=incr", "backup")
 BACKUP_LOCKED = "aborted with exception [050]"
 DEFAULTS = {
     "APP_IMAGE_REPOSITORY": "service",
@@ -394,7 +395,9 @@ def take_restore_point(target: Target, images: Images) -> None:
     new = sorted(name for name in listed if name.endswith(".sql") and name not in applied)
     if not new or not applied:  # nothing new, or a database no release has migrated yet
         return
-    say(f"{images.commit} brings migrations {', '.join(new)}: taking a backup first")
+    # The time to give `scripts/restore --to` to undo what this release's migrations do.
+    before = datetime.now(UTC).isoformat(sep=" ", timespec="seconds")
+    say(f"{images.commit} brings migrations {', '.join(new)}: taking a backup first ({before})")
     backups = target.running("backup")
     if not backups:
         raise DeployError("no backup service runs, so no restore point can be taken")
