@@ -61,6 +61,17 @@ def seconds(duration: str) -> float:
     return float(number) * unit
 
 
+def readable(duration: float) -> str:
+    """A duration in the unit that suits it: 3 s, 25 min, 5.2 h, 8.0 d."""
+    if duration < 120:
+        return f"{duration:.0f} s"
+    if duration < 7200:
+        return f"{duration / 60:.0f} min"
+    if duration < 2 * 86400:
+        return f"{duration / 3600:.1f} h"
+    return f"{duration / 86400:.1f} d"
+
+
 @dataclass
 class Stack:
     """The compose project that holds the database, on its engine."""
@@ -215,13 +226,13 @@ def status(stack: Stack) -> int:
         for item in backups:
             age = now - float(item["timestamp"]["stop"])
             size = int(item["info"]["repository"]["delta"])
-            print(f"  {item['label']}  {item['type']:<5} age {age / 3600:7.2f} h  "
+            print(f"  {item['label']}  {item['type']:<5} age {readable(age):>8}  "
                   f"repository {size / 1e6:8.1f} MB")  # fmt: skip
         newest = now - max(float(item["timestamp"]["stop"]) for item in backups)
         if newest > allowed:
             problems.append(
-                f"the newest backup is {newest / 3600:.1f} h old "
-                f"(allowed: {allowed / 3600:.1f} h, 1.5 x BACKUP_DIFF_EVERY)"
+                f"the newest backup is {readable(newest)} old "
+                f"(allowed: {readable(allowed)} = {STALE_AFTER_TURNS} x BACKUP_DIFF_EVERY)"
             )
     else:
         problems.append("there is no backup")

@@ -2,11 +2,12 @@
 repository's own compose.yaml, with test values from an env file (never a second copy)."""
 
 import json
+import os
 import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -87,14 +88,17 @@ class Stack:
         finally:
             self.stop()
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """`docker compose ARGS` for this project."""
+    def run(
+        self, *args: str, check: bool = True, variables: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`docker compose ARGS` for this project; `variables` override the env file's."""
         return subprocess.run(
             [*self.compose.compose_command_property, *args],
             cwd=ROOT,
             capture_output=True,
             text=True,
             check=check,
+            env={**os.environ, **(variables or {})},
         )
 
     def copy_ca(self) -> None:

@@ -14,6 +14,7 @@ from statistics import quantiles
 import docker
 import pytest
 
+from tests.integration.items import create, database_now, existing
 from tests.integration.stack import Stack, eventually
 from tests.integration.traffic import MixedTraffic
 from tests.project import ROOT
@@ -52,22 +53,6 @@ def backups_script(stack: Stack, name: str, *args: str) -> subprocess.CompletedP
     return done
 
 
-def create(stack: Stack, names: list[str]) -> None:
-    with stack.client() as client:
-        for name in names:
-            answer = client.post("/items", json={"name": name, "price_cents": 1})
-            assert answer.status_code == 201, answer.text
-
-
-def existing(stack: Stack, prefix: str) -> set[str]:
-    rows = stack.psql(f"SELECT name FROM items WHERE name LIKE '{prefix}%'")
-    return set(rows.split())
-
-
-def database_now(stack: Stack) -> str:
-    return stack.psql("SELECT now()")
-
-
 def test_the_backup_service_takes_the_first_full_backup_by_itself(stack: Stack) -> None:
     assert eventually(lambda: first_backup_taken(stack), timeout=120, interval=5), (
         "no backup, or --status failing"
@@ -80,6 +65,25 @@ def test_the_backup_service_takes_the_first_full_backup_by_itself(stack: Stack) 
     newest_full = 'backup_last_success_timestamp_seconds{type="full"}'
     assert eventually(lambda: newest_full in metrics(stack), timeout=60, interval=2)
     assert "postgres_wal_last_archived_timestamp_seconds 0.0" not in metrics(stack)
+
+
+def test_status_fails_once_the_newest_backup_is_older_than_the_policy_allows(
+    stack: Stack,
+) -> None:
+    """`--status` reads the policy from the backup service: here differential backups due every
+    2 s, in a container created but not started, so that it takes none while the newest backup
+    ages past 1.5 x 2 s."""
+    policy = {"BACKUP_DIFF_EVERY": "2s"}
+    stack.run("up", "--no-start", "--no-deps", "--force-recreate", "backup", variables=policy)
+    try:
+        time.sleep(4)
+        stale = backups_script(stack, "backup", "--status")
+    finally:
+        stack.run("up", "--detach", "--no-deps", "--force-recreate", "backup")
+    assert stale.returncode == 1
+    assert "PROBLEM: the newest backup is" in stale.stdout
+    assert "(allowed: 3 s = 1.5 x BACKUP_DIFF_EVERY)" in stale.stdout
+    assert backups_script(stack, "backup", "--status").returncode == 0
 
 
 def metrics(stack: Stack) -> str:
