@@ -17,8 +17,8 @@ With plain compose (the default), the rollout starts the new replicas beside the
 waits until they are healthy and in Caddy's upstream set, then stops the old ones (SIGTERM:
 their listeners close at once, so Caddy retries elsewhere, while in-flight requests finish
 and running jobs are put back). If the new replicas are not healthy within
-DEPLOY_HEALTH_TIMEOUT, they are removed, the old ones keep serving, and the deploy exits
-non-zero.
+DEPLOY_HEALTH_TIMEOUT, their last log lines are printed, they are removed, the old ones keep
+serving, and the deploy exits non-zero.
 
 With DEPLOY_MODE=swarm, the stack is rendered from compose.yaml + compose.staging.yaml +
 compose.swarm.yaml and handed to `docker stack deploy`; Swarm rolls the update (start-first,
@@ -371,12 +371,25 @@ def roll_out(target: Target, images: Images) -> None:
     problem = wait_healthy(target, new, float(target.settings["DEPLOY_HEALTH_TIMEOUT"]))
     if problem:
         say(f"rolling back: {images.app} {problem}; the running version keeps serving")
+        print_last_logs(target, new)
         stop(target, new)
         raise DeployError(f"{images.app} {problem}")
     time.sleep(2 * CADDY_DNS_REFRESH_SECONDS)  # Caddy's upstream set now includes them
     say(f"new replicas healthy; draining and stopping the {len(old)} old ones")
     stop(target, old)
     update_edge(target, images)
+
+
+def print_last_logs(target: Target, containers: list[str], lines: int = 20) -> None:
+    """What failed replicas logged last, before they are removed: why they did not start (a
+    migration's error, a setting the app refused)."""
+    for container in containers:
+        logs = subprocess.run(
+            ["docker", "logs", "--tail", str(lines), container],
+            env=target.docker_env(), capture_output=True, text=True,
+        )  # fmt: skip
+        say(f"the last {lines} log lines of {container[:12]}:")
+        print((logs.stdout + logs.stderr).rstrip(), flush=True)
 
 
 def take_restore_point(target: Target, images: Images) -> None:

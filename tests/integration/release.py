@@ -72,16 +72,20 @@ class Release:
         return cls(clone, stack, commits)
 
     def deploy(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.script("deploy", *args)
+
+    def script(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """scripts/NAME of the clone (deploy, backup, restore) on the target's env file."""
         started = time.monotonic()
         result = subprocess.run(
-            [str(self.clone / "scripts" / "deploy"), str(self.stack.env_file), *args],
+            [str(self.clone / "scripts" / name), str(self.stack.env_file), *args],
             cwd=self.clone,
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=900,
         )
         took = time.monotonic() - started
-        print(f"deploy {' '.join(args)}: exit {result.returncode} in {took:.0f} s")
+        print(f"{name} {' '.join(args)}: exit {result.returncode} in {took:.0f} s")
         print(result.stdout, result.stderr)
         return result
 

@@ -2,13 +2,18 @@
 loopback ports): commit A, then B under the shared mixed traffic, a broken C, a rollback, D,
 which changes the Caddyfile, and E, which brings a migration."""
 
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
+import docker
 import pytest
 
+from tests.integration.items import create, database_now, existing
 from tests.integration.release import NEW_MIGRATION, Release
+from tests.integration.stack import eventually
 from tests.integration.tools import H2Bursts, Tools
 from tests.integration.traffic import MixedTraffic
 
@@ -138,6 +143,50 @@ def test_a_new_caddyfile_is_loaded_into_the_running_edge(release: Release) -> No
         assert client.get("/healthz").headers.get("x-edge-release") == "d", "lost on restart"
 
 
+def test_a_migration_blocked_by_a_long_transaction_fails_the_deploy_while_the_old_serve(
+    release: Release,
+) -> None:
+    """E's migration (an ALTER TABLE on items) waits for the lock of a long transaction that
+    reads items: it hits lock_timeout, E's replicas do not start, the deploy prints why, and D
+    serves the 32 clients' traffic throughout. Each attempt holds the requests on items for up
+    to lock_timeout (they queue behind the ALTER's lock request): slower, never failed."""
+    d, e = release.commits["D"], release.commits["E"]
+    with MixedTraffic(release.stack) as traffic, long_transaction_on_items(release):
+        time.sleep(2)
+        result = release.deploy("--commit", e)
+        time.sleep(2)
+    assert result.returncode != 0
+    assert "not healthy within" in result.stderr
+    assert f"migration {NEW_MIGRATION} waited longer than lock_timeout" in result.stdout
+    traffic.verify()
+    slowest = max(outcome.seconds for outcome in traffic.outcomes)
+    print(f"blocked migration: {traffic.summary()}; slowest answer {slowest:.1f} s")
+    assert release.version() == d
+    applied = f"SELECT count(*) FROM schema_migrations WHERE name = '{NEW_MIGRATION}'"
+    assert release.stack.psql(applied) == "0"
+
+
+@contextmanager
+def long_transaction_on_items(release: Release) -> Iterator[None]:
+    """A transaction that holds a read lock on items (a long report, say) until the end."""
+    name = "long-transaction"
+    holding = (
+        "SELECT count(*) FROM pg_locks JOIN pg_stat_activity USING (pid) WHERE "
+        f"application_name = '{name}' AND relation = 'items'::regclass AND granted"
+    )
+    end = f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name='{name}'"
+    sql = "BEGIN; LOCK TABLE items IN ACCESS SHARE MODE; SELECT pg_sleep(600); COMMIT"
+    db = release.stack.container("db").name
+    command = ["docker", "exec", "-e", f"PGAPPNAME={name}", db, "psql", "-U", "app", "-d", "app"]
+    with subprocess.Popen([*command, "-c", sql], stdout=subprocess.DEVNULL) as session:
+        try:
+            assert eventually(lambda: release.stack.psql(holding) == "1", timeout=10)
+            yield
+        finally:
+            release.stack.psql(end)
+            session.wait(timeout=10)
+
+
 def test_a_release_with_new_migrations_takes_a_restore_point_first(release: Release) -> None:
     e = release.commits["E"]
     before = backup_labels(release)
@@ -163,3 +212,40 @@ def backup_labels(release: Release) -> list[str]:
     )  # fmt: skip
     assert code == 0, output
     return output.split()
+
+
+def test_backup_status_and_a_restore_to_a_time_on_the_deploy_target(release: Release) -> None:
+    """scripts/backup and scripts/restore with the deploy's env file, as on a staging host."""
+    status = release.script("backup", "--status")
+    assert status.returncode == 0
+    assert "PROBLEM" not in status.stdout
+    run = f"target-{uuid.uuid4().hex[:8]}"
+    create(release.stack, [f"{run}-before-{n}" for n in range(10)])
+    moment = database_now(release.stack)
+    time.sleep(0.5)
+    create(release.stack, [f"{run}-after-{n}" for n in range(10)])
+    restored = release.script("restore", "--to", moment)
+    assert restored.returncode == 0
+    assert existing(release.stack, run) == {f"{run}-before-{n}" for n in range(10)}
+    release.stack.wait_until_serving()
+    assert release.version() == release.commits["E"]
+
+
+def test_a_lost_data_volume_on_the_deploy_target_is_restored_with_the_deployed_images(
+    release: Release,
+) -> None:
+    """The db container, the backup service and the data volume are gone; `--latest` recreates
+    them from the images of the commit the target runs, restores, and starts the app."""
+    run = f"lost-{uuid.uuid4().hex[:8]}"
+    create(release.stack, [f"{run}-{n}" for n in range(10)])
+    # A backup waits for its WAL to be archived: these rows are in the repository.
+    assert release.script("backup").returncode == 0
+    for service in ("db", "backup"):
+        release.stack.container(service).remove(force=True)
+    docker.from_env().volumes.get(f"{PROJECT}_db_data").remove()
+    restored = release.script("restore", "--latest")
+    assert restored.returncode == 0
+    assert existing(release.stack, run) == {f"{run}-{n}" for n in range(10)}
+    release.stack.wait_until_serving()
+    assert release.version() == release.commits["E"]
+    assert release.stack.container("backup").status == "running"
