@@ -17,8 +17,8 @@ With plain compose (the default), the rollout starts the new replicas beside the
 waits until they are healthy and in Caddy's upstream set, then stops the old ones (SIGTERM:
 their listeners close at once, so Caddy retries elsewhere, while in-flight requests finish
 and running jobs are put back). If the new replicas are not healthy within
-DEPLOY_HEALTH_TIMEOUT, their last log lines are printed, they are removed, the old ones keep
-serving, and the deploy exits non-zero.
+DEPLOY_HEALTH_TIMEOUT, or one exits, their last log lines are printed, they are removed, the
+old ones keep serving, and the deploy exits non-zero.
 
 With DEPLOY_MODE=swarm, the stack is rendered from compose.yaml + compose.staging.yaml +
 compose.swarm.yaml and handed to `docker stack deploy`; Swarm rolls the update (start-first,
@@ -328,10 +328,20 @@ def ship(local: Target, target: Target, image: str) -> None:
 
 # --- roll out ---------------------------------------------------------------------------------
 def wait_healthy(target: Target, containers: list[str], timeout: float) -> str | None:
-    """None when all are healthy, else why not."""
+    """None when all are healthy, else why not. A replica that exits while starting (a failed
+    migration, a setting the app refuses) fails the rollout at once: each restart would try
+    again, and its migration would again hold the requests on its table for lock_timeout."""
     deadline = time.monotonic() + timeout
     while True:
-        states = {c["Id"]: health_of(c) for c in target.inspect(*containers)}
+        inspected = target.inspect(*containers)
+        exited = [c for c in inspected if c["RestartCount"] or c["State"]["Status"] != "running"]
+        if exited:
+            summary = ", ".join(
+                f"{c['Id'][:12]} {c['State']['Status']}, exit {c['State']['ExitCode']}"
+                for c in exited
+            )
+            return f"exited while starting ({summary})"
+        states = {c["Id"]: health_of(c) for c in inspected}
         if all(state == "healthy" for state in states.values()):
             return None
         if time.monotonic() > deadline:
