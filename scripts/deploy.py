@@ -337,7 +337,9 @@ def wait_healthy(target: Target, containers: list[str], timeout: float) -> str |
         exited = [c for c in inspected if c["RestartCount"] or c["State"]["Status"] != "running"]
         if exited:
             summary = ", ".join(
-                f"{c['Id'][:12]} {c['State']['Status']}, exit {c['State']['ExitCode']}"
+                f"{c['Id'][:12]} restarted {c['RestartCount']} times"
+                if c["RestartCount"]
+                else f"{c['Id'][:12]} {c['State']['Status']}, exit {c['State']['ExitCode']}"
                 for c in exited
             )
             return f"exited while starting ({summary})"
