@@ -78,6 +78,7 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
         self._held: list[str] = []
+        self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop a flush waits on
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -93,12 +94,14 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._held.append(line)
             self.flush()
             return
-        if not self._held:
+        if self._flush_on is not loop:  # none pending, or on a loop that has gone
+            self._flush_on = loop
             loop.call_soon(self.flush)
         self._held.append(line)
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
+            self._flush_on = None
             if self._held:
                 lines, self._held = "".join(self._held), []
                 try:

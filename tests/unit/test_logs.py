@@ -70,3 +70,28 @@ def test_without_a_running_loop_each_line_is_written_at_once(
     logger, stream = logged
     logger.info("starting")
     assert stream.writes == ["starting\n"]
+
+
+def test_a_line_held_when_its_loop_ends_is_written_by_the_next_loop(
+    logged: tuple[logging.Logger, Writes],
+) -> None:
+    """A loop that stops before its flush runs (each test's loop, a restarted one) must not
+    leave the next loop's lines held until the process exits."""
+    logger, stream = logged
+    loop = asyncio.new_event_loop()
+
+    def log_and_stop() -> None:
+        logger.info("last of the first loop")
+        loop.stop()  # after this iteration: the flush it scheduled never runs
+
+    loop.call_soon(log_and_stop)
+    loop.run_forever()
+    loop.close()
+
+    async def log() -> None:
+        logger.info("first of the next loop")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(log())
+    assert stream.getvalue() == "last of the first loop\nfirst of the next loop\n"
