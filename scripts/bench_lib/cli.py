@@ -271,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         progress.note("recording the environment")
         env = environment.collect(tools, containers)
-        available = plan.targets(ports, host, ref.server if ref else "")
+        inside = {s: f"{project}-{s}-1" for s in ("proxy", "app")} if project else {}
+        inside = {s: name for s, name in inside.items() if name in containers}
+        available = plan.targets(ports, host, ref.server if ref else "", inside)
         document = _run(args, context, available, started, env, ref)
     report.write_json(out / "results.json", document)
     chart_name = None

@@ -69,10 +69,11 @@ class Tools:
         return {"wrk": wrk.strip(), "h2load": h2load.strip(), "tools_image": self.image}
 
 
-def _docker_run(workdir: Path | None, cpu: int | None) -> list[str]:
-    """`docker run` for a generator: host networking (the targets are loopback ports)."""
+def _docker_run(workdir: Path | None, cpu: int | None, network: str = "host") -> list[str]:
+    """`docker run` for a generator: host networking (the targets are loopback ports), or a
+    target container's network namespace (`container:NAME`: no docker-proxy in the path)."""
     return [
-        *("docker", "run", "--rm", "--pull=never", "--network=host"),
+        *("docker", "run", "--rm", "--pull=never", f"--network={network}"),
         *([f"--volume={workdir}:{IN_CONTAINER}"] if workdir else []),
         *([f"--cpuset-cpus={cpu}"] if cpu is not None else []),
     ]
@@ -95,12 +96,13 @@ def _timed(
     command: list[str],
     cpu: int | None,
     during: AbstractContextManager[object],
+    network: str,
 ) -> tuple[str, float]:
     """Runs a generator to completion in the tools image: its output and CPU share (CPU time
     over its own run time). `during` is entered when the generator starts and left when it ends,
     so that what is measured alongside (docker stats) leaves the container's life out."""
     name = f"bench-generator-{uuid.uuid4().hex[:12]}"
-    docker = [*_docker_run(workdir, cpu), f"--name={name}", tools.image]
+    docker = [*_docker_run(workdir, cpu, network), f"--name={name}", tools.image]
     with (
         tempfile.TemporaryFile("w+") as out,
         subprocess.Popen(
@@ -154,6 +156,7 @@ def wrk(
     duration: float,
     cpu: int | None,
     during: AbstractContextManager[object],
+    network: str = "host",
 ) -> RunResult:
     with _shared_dir() as workdir:
         lua = workdir / "script.lua"
@@ -173,6 +176,7 @@ def wrk(
             ],
             cpu,
             during,
+            network,
         )
     line = next((x for x in output.splitlines() if x.startswith("BENCH_RESULT ")), None)
     if line is None:
@@ -204,6 +208,7 @@ def h2load(
     duration: float,
     cpu: int | None,
     during: AbstractContextManager[object],
+    network: str = "host",
 ) -> RunResult:
     """HTTP/2 over TLS (ALPN h2); latency percentiles from h2load's per-request log."""
     with _shared_dir() as workdir:
@@ -224,6 +229,7 @@ def h2load(
             ],
             cpu,
             during,
+            network,
         )
         rows = (workdir / log).read_text().splitlines()
         durations = [float(row.split("\t")[2]) for row in rows if row]

@@ -1,13 +1,18 @@
 """What a bench run measures: targets (a server behind a path and protocol) x scenarios x
 concurrency, grouped as the report shows them."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bench_lib.scenarios import SCENARIOS
 
-GROUPS = ("paths", "peers", "baseline", "ceilings", "h3", "sweep")
+GROUPS = ("paths", "docker-proxy", "peers", "baseline", "ceilings", "h3", "sweep")
 # --baseline REF: REF's app behind its own Caddy, compared with the stack's (paths/.../caddy-h2).
 BASELINE_SCENARIOS = ("healthz", "item")
+# The same cells with the generator in the target container's network namespace: what the
+# published loopback ports' userland proxy (docker-proxy) costs, which production clients,
+# reaching Caddy through iptables DNAT, do not pay.
+DOCKER_PROXY_SCENARIOS = ("item",)
+APP_PORT = 8000  # the app's port in its container (hypercorn.toml's bind)
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class Target:
     protocol: str  # h1, h2, h3
     tool: str  # wrk, h2load, py (Python client of equal cost; client-bound)
     url: str  # https://localhost:PORT or http://127.0.0.1:PORT
+    network: str = "host"  # the generator's network: the host's, or container:NAME's
 
 
 @dataclass(frozen=True)
@@ -46,11 +52,19 @@ class Cell:
         return f"{self.group}/{self.scenario}/{self.target.name}/c{self.concurrency}"
 
 
-def targets(ports: dict[str, int], host: str, baseline_server: str = "") -> dict[str, Target]:
+def targets(
+    ports: dict[str, int],
+    host: str,
+    baseline_server: str = "",
+    containers: dict[str, str] | None = None,
+) -> dict[str, Target]:
     """Every target whose service has a published port (the bench stack has them all; the
-    baseline's edge only with --baseline, whose server is named hypercorn@<sha12>)."""
+    baseline's edge only with --baseline, whose server is named hypercorn@<sha12>), and, for
+    the services whose container is known (`containers`: service -> name), the same paths from
+    inside that container's network namespace."""
     https = {s: f"https://{host}:{p}" for s, p in ports.items()}
     http = {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
+    inside = {s: f"container:{name}" for s, name in (containers or {}).items() if s in ports}
     candidates = [
         ("proxy", Target("caddy-h1", "hypercorn", "caddy", "h1", "wrk", https.get("proxy", ""))),
         ("proxy", Target("caddy-h2", "hypercorn", "caddy", "h2", "h2load", https.get("proxy", ""))),
@@ -104,6 +118,13 @@ def targets(ports: dict[str, int], host: str, baseline_server: str = "") -> dict
         ("proxy", Target("py-h2", "hypercorn", "caddy", "h2", "py", https.get("proxy", ""))),
         ("proxy", Target("py-h3", "hypercorn", "caddy", "h3", "py", https.get("proxy", ""))),
     ]
+    if "proxy" in inside:  # Caddy listens on the port it publishes: the same URL, inside
+        netns = Target("caddy-h2-netns", "hypercorn", "caddy", "h2", "h2load", https["proxy"])
+        candidates.append(("proxy", replace(netns, network=inside["proxy"])))
+    if "app" in inside:
+        url = f"http://127.0.0.1:{APP_PORT}"
+        netns = Target("direct-h1-netns", "hypercorn", "direct", "h1", "wrk", url)
+        candidates.append(("app", replace(netns, network=inside["app"])))
     return {target.name: target for service, target in candidates if service in ports}
 
 
@@ -126,7 +147,11 @@ def build(
                 # In every profile, right after the cell it is compared with (same client and
                 # concurrency): drift within a round hits HEAD's app and REF's alike.
                 add("baseline", scenario, "baseline-h2")
+            if scenario in DOCKER_PROXY_SCENARIOS:
+                add("docker-proxy", scenario, "caddy-h2-netns")
         add("paths", scenario, "direct-h1")
+        if scenario in DOCKER_PROXY_SCENARIOS:
+            add("docker-proxy", scenario, "direct-h1-netns")
     for scenario in profile.peer_scenarios:
         add("peers", scenario, "uvicorn-h2")
         add("peers", scenario, "granian-h2")

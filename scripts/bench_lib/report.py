@@ -69,6 +69,17 @@ def target_ratios(concurrency: int) -> list[TargetRatio]:
         ),
         *(
             TargetRatio(
+                f"without_docker_proxy_{path.replace('-', '_')}",
+                f"GET /items/{{id}} {via}: the generator in the container's network namespace vs "
+                "through the published loopback port (what docker-proxy costs the bench)",
+                f"docker-proxy/item/{path}-netns/c{c}",
+                f"paths/item/{path}/c{c}",
+                None,
+            )
+            for path, via in (("caddy-h2", "via Caddy (HTTP/2)"), ("direct-h1", "direct"))
+        ),
+        *(
+            TargetRatio(
                 f"create_keyed_vs_create_{path.replace('-', '_')}",
                 f"POST /items via {via} (HTTP/1.1): with an Idempotency-Key vs without "
                 "(what a keyed write costs)",
@@ -79,6 +90,39 @@ def target_ratios(concurrency: int) -> list[TargetRatio]:
             for path, via in (("caddy-h1", "Caddy"), ("direct-h1", "the app direct"))
         ),
     ]
+
+
+def _service_cpu(stats: dict[str, dict[str, float]], service: str) -> float:
+    """A compose service's containers' CPU (% of one core; replicas summed) from a run's stats,
+    by compose's container names, <project>-<service>-<n>."""
+    pattern = re.compile(rf"-{re.escape(service)}-\d+$")
+    return sum(v["cpu_percent"] for name, v in stats.items() if pattern.search(name))
+
+
+# The compose service whose container serves each server's cells (compose.bench.yaml).
+SERVER_SERVICES = {
+    "hypercorn": "app",
+    "uvicorn": "app-uvicorn",
+    "granian": "app-granian",
+    "bare ASGI": "ceiling-asgi",
+    "caddy respond": "ceiling-caddy",
+}
+
+
+def server_service(server: str) -> str:
+    return "app-baseline" if server.startswith("hypercorn@") else SERVER_SERVICES[server]
+
+
+def server_cpu_us_per_request(server: str, runs: list[RunResult]) -> float | None:
+    """The median over the runs of the serving container's CPU time per request, in us (for
+    the stack's cells, the app's): its docker stats CPU share over the requests per second."""
+    service = server_service(server)
+    costs = [
+        _service_cpu(run.stats, service) / 100 / run.rps * 1e6
+        for run in runs
+        if run.rps and _service_cpu(run.stats, service)
+    ]
+    return round(statistics.median(costs), 1) if costs else None
 
 
 def cell_records(cells: list[Cell], results: dict[str, list[RunResult]]) -> list[dict[str, Any]]:
@@ -96,6 +140,9 @@ def cell_records(cells: list[Cell], results: dict[str, list[RunResult]]) -> list
             "url": cell.target.url,
             "concurrency": cell.concurrency,
             "summary": summarise(results[cell.key]),
+            "server_cpu_us_per_request": server_cpu_us_per_request(
+                cell.target.server, results[cell.key]
+            ),
             "runs": [run.to_json() for run in results[cell.key]],
         }
         for cell in cells
@@ -131,13 +178,6 @@ def targets(records: list[dict[str, Any]], concurrency: int) -> list[dict[str, A
 
 # --- --baseline REF: this checkout's app vs REF's, same Caddy image, client and concurrency -----
 BASELINE_SCENARIO = "item"
-
-
-def _service_cpu(stats: dict[str, dict[str, float]], service: str) -> float:
-    """A compose service's containers' CPU (% of one core; replicas summed) from a run's stats,
-    by compose's container names, <project>-<service>-<n>."""
-    pattern = re.compile(rf"-{re.escape(service)}-\d+$")
-    return sum(v["cpu_percent"] for name, v in stats.items() if pattern.search(name))
 
 
 def _app_figures(record: dict[str, Any] | None, service: str) -> dict[str, Any] | None:
@@ -234,12 +274,14 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 # --- the terminal table and the Markdown report ------------------------------------------------
 _HEADER = (
     *("group", "scenario", "target", "c", "req/s (median)", "range"),
-    *("p50", "p90", "p99", "max", "failed", "gen CPU", "host CPU", "docker-proxy", "status"),
+    *("p50", "p90", "p99", "max", "failed", "server CPU/req", "gen CPU", "host CPU"),
+    *("docker-proxy", "status"),
 )
 
 
 def _row(record: dict[str, Any]) -> tuple[str, ...]:
     s = record["summary"]
+    cost = record["server_cpu_us_per_request"]
     latency = s["latency_ms"]
     status = "ok" if s["valid"] else "INVALID: " + "; ".join(s["invalid_reasons"])
     if s["client_bound"]:
@@ -253,6 +295,7 @@ def _row(record: dict[str, Any]) -> tuple[str, ...]:
         f"{s['rps_min']:,.0f}-{s['rps_max']:,.0f}",
         *(f"{latency[p]:.1f}" for p in ("p50", "p90", "p99", "max")),
         str(s["failed"]),
+        "n/a" if cost is None else f"{cost:,.0f} us",
         f"{s['generator_cpu_max']:.0%}",
         f"{s['host_cpu_max']:.0%}",
         f"{s['engine_cpu_max'].get('docker-proxy', 0.0):.0%}",
@@ -312,7 +355,9 @@ def markdown(document: dict[str, Any], chart: str | None) -> str:
         f"Each cell: {settings['warmup_s']} s warm-up, {settings['duration_s']} s measured, "
         f"{settings['repetitions']} interleaved repetition(s); figures are medians with the "
         "min-max range. A run is invalid when any request failed or the load generator "
-        "saturated its core. gen CPU: the generator's share of one core; host CPU: the whole "
+        "saturated its core. server CPU/req: the CPU time of the container that serves the "
+        "cell (the app's for the stack's cells) per request, from docker stats; "
+        "gen CPU: the generator's share of one core; host CPU: the whole "
         "machine's busy share of all its CPUs (near 100 %, the box itself is the limit); "
         "docker-proxy: Docker's userland proxy behind the published loopback ports, share of "
         "one core (the engine's other processes are in results.json).",

@@ -55,12 +55,22 @@ def run_once(
     target, c, cpu = cell.target, cell.concurrency, context.generator_cpu
     if target.tool == "wrk":
         script = wrk_script(cell.scenario, context.item_ids, random.randrange(2**31), delay_ms)
-        return loadgen.wrk(context.tools, target.url + "/", script, c, duration, cpu, during)
+        return loadgen.wrk(
+            context.tools, target.url + "/", script, c, duration, cpu, during, target.network
+        )
     paths = h2load_paths(cell.scenario, context.item_ids)
     if target.tool == "h2load":
         connections = max(1, c // H2_STREAMS_PER_CONNECTION)
         return loadgen.h2load(
-            context.tools, target.url, paths, connections, c // connections, duration, cpu, during
+            context.tools,
+            target.url,
+            paths,
+            connections,
+            c // connections,
+            duration,
+            cpu,
+            during,
+            target.network,
         )
     url = urlsplit(target.url)
     assert url.hostname is not None

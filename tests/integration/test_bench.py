@@ -45,10 +45,17 @@ TARGETS = {
     "baseline-h2",
     "py-h2",
     "py-h3",
+    "caddy-h2-netns",
+    "direct-h1-netns",
 }
 LATENCIES = {"p50", "p90", "p99", "max"}
 GOALS = {"stack_vs_direct", "item_vs_healthz", "hypercorn_vs_uvicorn", "h3_vs_h2"}
-INFORMATIONAL = {"create_keyed_vs_create_caddy_h1", "create_keyed_vs_create_direct_h1"}
+INFORMATIONAL = {
+    "create_keyed_vs_create_caddy_h1",
+    "create_keyed_vs_create_direct_h1",
+    "without_docker_proxy_caddy_h2",
+    "without_docker_proxy_direct_h1",
+}
 BASELINE_RATIOS = {"throughput", "p99", "requests_per_app_cpu_s"}
 
 
@@ -117,7 +124,22 @@ def test_every_scenario_path_peer_and_ceiling_ran(results: dict[str, Any]) -> No
     cells = results["cells"]
     assert {cell["scenario"] for cell in cells} == SCENARIOS
     assert {cell["target"] for cell in cells} == TARGETS
-    assert {cell["group"] for cell in cells} >= {"paths", "peers", "baseline", "ceilings", "h3"}
+    assert {cell["group"] for cell in cells} >= {
+        *("paths", "docker-proxy", "peers", "baseline", "ceilings", "h3"),
+    }
+
+
+def test_the_docker_proxy_cells_bypass_it(results: dict[str, Any]) -> None:
+    """From inside the edge's and the app's network namespace, no byte goes through the
+    userland proxy of the published loopback ports; through them, every byte does."""
+    cells = {cell["key"]: cell for cell in results["cells"]}
+    for path in ("caddy-h2", "direct-h1"):
+        engine = cells[f"docker-proxy/item/{path}-netns/c32"]["runs"][0]["engine_cpu"]
+        inside = engine.get("docker-proxy", 0.0)
+        through = cells[f"paths/item/{path}/c32"]["runs"][0]["engine_cpu"]["docker-proxy"]
+        print(f"docker-proxy's share of a core, {path}: {inside:.3f} inside the namespace, "
+              f"{through:.3f} through the port")  # fmt: skip
+        assert inside < 0.2 * through, path
 
 
 def test_no_request_failed_in_any_cell(results: dict[str, Any]) -> None:
@@ -127,6 +149,7 @@ def test_no_request_failed_in_any_cell(results: dict[str, Any]) -> None:
         assert summary["requests"] > 0, cell["key"]
         assert summary["latency_ms"].keys() == LATENCIES
         assert summary["rps_min"] <= summary["rps_median"] <= summary["rps_max"]
+        assert cell["server_cpu_us_per_request"] > 0, cell["key"]
         for run in cell["runs"]:
             assert run["failed"] == 0, cell["key"]
             assert not any("failed" in reason for reason in run["invalid"]), cell["key"]
