@@ -149,7 +149,8 @@ def test_no_request_failed_in_any_cell(results: dict[str, Any]) -> None:
         assert summary["requests"] > 0, cell["key"]
         assert summary["latency_ms"].keys() == LATENCIES
         assert summary["rps_min"] <= summary["rps_median"] <= summary["rps_max"]
-        assert cell["server_cpu_us_per_request"] > 0, cell["key"]
+        if cell["server"] == "hypercorn":  # the stack's app: busy in every one of its cells
+            assert cell["server_cpu_us_per_request"] > 0, cell["key"]
         for run in cell["runs"]:
             assert run["failed"] == 0, cell["key"]
             assert not any("failed" in reason for reason in run["invalid"]), cell["key"]
