@@ -271,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         progress.note("recording the environment")
         env = environment.collect(tools, containers)
-        inside = {s: f"{project}-{s}-1" for s in ("proxy", "app")} if project else {}
-        inside = {s: name for s, name in inside.items() if name in containers}
+        names = {s: f"{project}-{s}-1" for s in ("proxy", "app")} if project else {}
+        inside = {s: name for s, name in names.items() if name in containers}
         available = plan.targets(ports, host, ref.server if ref else "", inside)
         document = _run(args, context, available, started, env, ref)
     report.write_json(out / "results.json", document)

@@ -117,11 +117,8 @@ def server_cpu_us_per_request(server: str, runs: list[RunResult]) -> float | Non
     """The median over the runs of the serving container's CPU time per request, in us (for
     the stack's cells, the app's): its docker stats CPU share over the requests per second."""
     service = server_service(server)
-    costs = [
-        _service_cpu(run.stats, service) / 100 / run.rps * 1e6
-        for run in runs
-        if run.rps and _service_cpu(run.stats, service)
-    ]
+    cpus = [(run, _service_cpu(run.stats, service)) for run in runs]
+    costs = [cpu / 100 / run.rps * 1e6 for run, cpu in cpus if run.rps and cpu]
     return round(statistics.median(costs), 1) if costs else None
 
 
