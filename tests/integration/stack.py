@@ -166,7 +166,10 @@ class Stack:
                 f"com.docker.compose.service={service}",
             ]
         )
-        found = docker.from_env().containers.list(all=not self.swarm, filters={"label": labels})
+        # Swarm removes replaced tasks' containers between the list and the inspect of each.
+        found = docker.from_env().containers.list(
+            all=not self.swarm, filters={"label": labels}, ignore_removed=True
+        )
         return sorted(found, key=lambda c: c.name)
 
     def container(self, service: str) -> Container:

@@ -62,7 +62,7 @@ def release(swarm_node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         in_stack = {"label": f"com.docker.stack.namespace={PROJECT}"}
         eventually(
             lambda: (
-                not engine.containers.list(all=True, filters=in_stack)
+                not engine.containers.list(all=True, filters=in_stack, ignore_removed=True)
                 and not engine.networks.list(filters=in_stack)
             ),
             timeout=90,
