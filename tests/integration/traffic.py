@@ -266,7 +266,8 @@ class MixedTraffic:
     def edge_errors(self) -> str:
         """What Caddy logged about the requests it could not proxy (for a failure's report)."""
         lines = [
-            f"{line.get('ts')} {line.get('msg')}: {line.get('error') or line.get('status')}"
+            f"{line.get('ts')} {line.get('msg')} {line.get('status', '')} {_request(line)}: "
+            f"{line.get('error', '')}"
             for proxy in self.stack.containers("proxy")
             for line in self.stack.logs(proxy)
             if line.get("level") in ("warn", "error") or int(str(line.get("status") or 0)) >= 500
@@ -293,6 +294,11 @@ class MixedTraffic:
         ids = ",".join(f"'{job}'" for job in self.jobs)
         query = f"SELECT count(*) FROM jobs WHERE id IN ({ids}) AND state <> 'done'"
         return int(self.stack.psql(query))
+
+
+def _request(line: dict[str, object]) -> str:
+    request = line.get("request")
+    return f"{request.get('method')} {request.get('uri')}" if isinstance(request, dict) else ""
 
 
 def unanswered_bare_write(outcome: Outcome) -> bool:
