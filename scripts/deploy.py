@@ -5,8 +5,15 @@
     scripts/deploy ENV --status            what serves, and how the last deploy went
     scripts/deploy ENV --rollback          roll back to the previous image
 
-ENV names deploy/ENV.env (or is a path to an env file): compose variables plus DOCKER_HOST or
-DOCKER_CONTEXT for the target (the local engine when neither is set). No registry is needed:
+ENV names deploy/ENV.env (or is a path to an env file): compose variables plus the target,
+DOCKER_HOST (e.g. ssh://deploy@host) or DOCKER_CONTEXT. An env file that names neither is
+refused, unless it says DEPLOY_LOCAL_ENGINE=yes to deploy to this machine's own engine: the
+shipped files name none until the runbook's step 3, and deploying them here would take ports
+80/443 and start ACME. The target's engine is reached first, so a host that is unreachable or
+whose SSH key has changed fails the deploy before anything is built, sent or changed.
+
+Exit status: 0 done (--status: a healthy replica serves); 1 failed (--status: deployed, none
+serving); 2 bad arguments; 3 (--status only) nothing deployed on the target. No registry is needed:
 the images are built here from `git archive` (the app tagged with the commit, the edge with
 the hash of caddy/, so Caddy restarts only when its configuration changed, the database with
 the hash of postgres/) and sent with `docker save | docker load` when the target lacks them.
@@ -66,6 +73,12 @@ MIGRATIONS = "service/db/migrations"
 STANZA = "main"
 BACKUP_INCR = ("with-backup-key", "pgbackrest", f"--stanza={STANZA}", "--type=incr", "backup")
 BACKUP_LOCKED = "aborted with exception [050]"
+# An env file names its target's engine with one of these (docker's own variables).
+TARGET_KEYS = ("DOCKER_HOST", "DOCKER_CONTEXT")
+# docker's ssh transport gives ssh a 30 s ConnectTimeout; this bounds the whole check.
+REACH_TIMEOUT_SECONDS = 60
+# --status: nothing of this project is deployed on the target.
+NOTHING_DEPLOYED = 3
 DEFAULTS = {
     "APP_IMAGE_REPOSITORY": "service",
     "DEPLOY_HEALTH_TIMEOUT": "120",
@@ -112,6 +125,13 @@ class Target:
             raise DeployError(f"no env file for {environment!r} (looked for {path})")
         settings = {**DEFAULTS, **read_env_file(path)}
         settings.setdefault("COMPOSE_PROJECT_NAME", f"service-{path.stem}")
+        names_engine = any(settings.get(key) for key in TARGET_KEYS)
+        if not names_engine and settings.get("DEPLOY_LOCAL_ENGINE") != "yes":
+            raise DeployError(
+                f"{path} names no target: set DOCKER_HOST=ssh://deploy@your-host (or "
+                "DOCKER_CONTEXT) as README's runbook says (step 3); to deploy to this "
+                "machine's own engine, set DEPLOY_LOCAL_ENGINE=yes"
+            )
         return cls(path.stem, path.resolve(), settings)
 
     @property
@@ -129,9 +149,17 @@ class Target:
             raise DeployError(f"DEPLOY_MODE must be compose or swarm, not {mode!r}")
         return mode == "swarm"
 
+    @property
+    def engine(self) -> str:
+        """How the target's engine is named, for messages."""
+        for key in TARGET_KEYS:
+            if self.settings.get(key):
+                return self.settings[key]
+        return "this machine's engine"
+
     def docker_env(self, **extra: str) -> dict[str, str]:
         env = {**os.environ, **extra}
-        for key in ("DOCKER_HOST", "DOCKER_CONTEXT"):
+        for key in TARGET_KEYS:
             if self.settings.get(key):
                 env[key] = self.settings[key]
         return env
@@ -199,6 +227,22 @@ class Target:
     def engine_id(self) -> str:
         return self.docker("info", "--format", "{{.ID}}")
 
+    def reach(self) -> None:
+        """Fails unless the target's engine answers: an SSH host that is down, refuses the
+        key, or presents a host key that does not match known_hosts."""
+        try:
+            result = subprocess.run(
+                ["docker", "info", "--format", "{{.ID}}"], env=self.docker_env(),
+                capture_output=True, text=True, timeout=REACH_TIMEOUT_SECONDS,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            reason = f"no answer within {REACH_TIMEOUT_SECONDS} s"
+        else:
+            if result.returncode == 0 and result.stdout.strip():
+                return
+            reason = result.stderr.strip() or result.stdout.strip()
+        raise DeployError(f"cannot reach the Docker engine at {self.engine}: {reason}")
+
 
 def health_of(container: dict[str, Any]) -> str:
     """An inspected container's health status ("" when it has no healthcheck)."""
@@ -207,9 +251,7 @@ def health_of(container: dict[str, Any]) -> str:
 
 def local_engine(target: Target) -> Target:
     """The engine this machine's docker CLI reaches without the target's host or context."""
-    settings = {
-        k: v for k, v in target.settings.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT")
-    }
+    settings = {k: v for k, v in target.settings.items() if k not in TARGET_KEYS}
     return Target("local", target.env_file, settings)
 
 
@@ -573,12 +615,14 @@ def swarm_current_image(target: Target) -> str | None:
 
 
 def swarm_status(target: Target) -> bool:
-    print(target.docker("stack", "services", target.project))
     service = swarm_service(target)
-    update = (service or {}).get("UpdateStatus") or {}
+    if service is None:
+        return False
+    print(target.docker("stack", "services", target.project))
+    update = service.get("UpdateStatus") or {}
     if update:
         print(f"  update: {update.get('State')} {update.get('Message', '')}")
-    return service is not None
+    return True
 
 
 def current_image(target: Target) -> str | None:
@@ -598,8 +642,13 @@ def swarm_nodes(target: Target) -> list[Target]:
     ]
 
 
+def engines(target: Target) -> list[Target]:
+    """Every engine a deploy changes: the target's, and with Swarm the other nodes'."""
+    return [target, *swarm_nodes(target)] if target.swarm else [target]
+
+
 def deploy(target: Target, images: Images) -> None:
-    for engine in [target, *swarm_nodes(target)] if target.swarm else [target]:
+    for engine in engines(target):
         ensure_images(engine, images)
     previous = current_image(target)
     try:
@@ -616,16 +665,20 @@ def deploy(target: Target, images: Images) -> None:
 
 
 def status(target: Target) -> int:
-    say(f"{target.name}: project {target.project}")
+    say(f"{target.name}: project {target.project} on {target.engine}")
+    last = read_record(target)
     if target.swarm:
-        serving = swarm_status(target)
+        serving = deployed = swarm_status(target)
     else:
         containers = target.inspect(*target.app_containers())
         for container in containers:
             health = health_of(container) or "-"
             print(f"  {container['Name'].lstrip('/')}: {container['Config']['Image']} {health}")
         serving = any(health_of(c) == "healthy" for c in containers)
-    last = read_record(target)
+        deployed = bool(containers)
+    if not deployed and not last:
+        say(f"nothing deployed: no {target.project} app and no deploy record on the target")
+        return NOTHING_DEPLOYED
     if last:
         print(f"  last deploy: {last.get('result')} {last.get('commit')} at {last.get('time')}")
         if last.get("result") == "failed":
@@ -646,6 +699,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         target = Target.load(args.environment)
+        for engine in engines(target):
+            engine.reach()
         if args.status:
             return status(target)
         if args.rollback:

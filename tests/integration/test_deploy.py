@@ -36,6 +36,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
         "APP_REPLICAS": "2",
         "GRACEFUL_TIMEOUT": "15",
         "DEPLOY_HEALTH_TIMEOUT": str(HEALTH_TIMEOUT),
+        "DEPLOY_LOCAL_ENGINE": "yes",  # this machine's engine is the target
     }
     prepared = Release.prepare(work, PROJECT, env)
     try:
@@ -43,6 +44,12 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
     finally:
         prepared.stack.run("down", "--volumes", check=False)
         prepared.remove_artifacts(REPOSITORY)
+
+
+def test_status_before_the_first_deploy_says_nothing_is_deployed(release: Release) -> None:
+    status = release.deploy("--status")
+    assert status.returncode == 3, status
+    assert f"nothing deployed: no {PROJECT} app and no deploy record" in status.stdout
 
 
 def test_first_deploy(release: Release) -> None:

@@ -52,6 +52,7 @@ def release(swarm_node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "APP_REPLICAS": "2",
         "GRACEFUL_TIMEOUT": "15",
         "DEPLOY_HEALTH_TIMEOUT": "90",
+        "DEPLOY_LOCAL_ENGINE": "yes",  # this machine's engine is the swarm's manager
     }
     prepared = Release.prepare(tmp_path_factory.mktemp("swarm"), PROJECT, env)
     try:
@@ -75,6 +76,12 @@ def release(swarm_node: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         ):
             volume.remove(force=True)
         prepared.remove_artifacts(REPOSITORY)
+
+
+def test_status_before_the_first_deploy_says_nothing_is_deployed(release: Release) -> None:
+    status = release.deploy("--status")
+    assert status.returncode == 3, status
+    assert "nothing deployed" in status.stdout
 
 
 def test_deploy_as_a_swarm_stack(release: Release) -> None:
