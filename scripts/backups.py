@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import deploy  # scripts/deploy.py: env files and the target's engine
+from deploy_lib.images import Images
+from deploy_lib.restore_point import STANZA, backup_now
+from deploy_lib.target import APP, COMPOSE_FILES, ROOT, DeployError, Target
+from stack_facts import EnvFileError, read_env_file
 
-ROOT = deploy.ROOT
-STANZA = deploy.STANZA
 DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 # `--status` fails when the newest backup is older than this many BACKUP_DIFF_EVERY: one turn
 # may run late (a long backup, a restart), two may not.
@@ -46,7 +47,7 @@ STALE_AFTER_TURNS = 1.5
 RECOVERY_TIMEOUT_SECONDS = 600
 
 
-class BackupError(deploy.DeployError):
+class BackupError(DeployError):
     pass
 
 
@@ -77,7 +78,7 @@ class Stack:
     """The compose project that holds the database, on its engine."""
 
     project: str
-    target: deploy.Target | None  # None: the local stack
+    target: Target | None  # None: the local stack
     env_file: Path | None  # the local stack's compose variables
     env: dict[str, str] = field(default_factory=dict)
 
@@ -85,13 +86,16 @@ class Stack:
     def load(cls, environment: str | None, env_file: Path) -> Stack:
         if environment:
             try:
-                target = deploy.Target.load(environment)
-            except deploy.DeployError as error:
+                target = Target.load(environment)
+            except DeployError as error:
                 raise BackupError(str(error)) from None
             if target.swarm:
                 raise BackupError("Swarm targets are not supported (README: Backups and restore)")
             return cls(target.project, target, target.env_file, target.docker_env())
-        settings = deploy.read_env_file(env_file) if env_file.is_file() else {}
+        try:
+            settings = read_env_file(env_file) if env_file.is_file() else {}
+        except EnvFileError as error:
+            raise BackupError(str(error)) from None
         project = settings.get("COMPOSE_PROJECT_NAME", "service")
         return cls(project, None, env_file if env_file.is_file() else None)
 
@@ -123,16 +127,16 @@ class Stack:
 
     def compose_create(self, service: str) -> None:
         """Creates the service's container (and a missing volume) without starting it."""
-        files = deploy.COMPOSE_FILES if self.target else ("compose.yaml",)
+        files = COMPOSE_FILES if self.target else ("compose.yaml",)
         command = ["docker", "compose", "--project-name", self.project]
         env = dict(self.env or os.environ)
         if self.env_file:
             command += ["--env-file", str(self.env_file)]
         if self.target:
             # The images of what the target runs: those of the deployed app's commit.
-            app = self.container(deploy.APP)
+            app = self.container(APP)
             commit = self.target.commit_of(str(app["Config"]["Image"]))
-            env.update(deploy.Images.of(self.target, commit).environment())
+            env.update(Images.of(self.target, commit).environment())
         command += [arg for name in files for arg in ("-f", str(ROOT / name))]
         command += ["up", "--no-start", "--no-build", "--no-deps", service]
         done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
@@ -186,7 +190,7 @@ def backup(stack: Stack, kind: str) -> int:
         raise BackupError("the backup service is not running (docker compose up backup)")
     started = time.monotonic()
     say(f"taking a {kind} backup")
-    deploy.backup_now(lambda: exec_pgbackrest(stack, service, f"--type={kind}", "backup"))
+    backup_now(lambda: exec_pgbackrest(stack, service, f"--type={kind}", "backup"))
     say(f"{kind} backup done in {time.monotonic() - started:.1f} s")
     return 0
 
@@ -303,7 +307,7 @@ def restore(stack: Stack, to: datetime | None) -> int:
     except BackupError as error:
         raise BackupError(f"{error}\nnothing was changed: the database is as it was") from None
 
-    writers = [c for c in stack.containers(deploy.APP) if running(c)]
+    writers = [c for c in stack.containers(APP) if running(c)]
     writers += [c for c in stack.containers("backup") if running(c) or "backup" in recreated]
     say(f"stopping the app and the backup service ({len(writers)} containers)")
     stack.docker("stop", *(c["Id"] for c in writers))

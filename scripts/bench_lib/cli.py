@@ -32,8 +32,8 @@ from bench_lib.stack import (
     CpuPinning,
     Progress,
     project_containers,
-    read_env,
 )
+from stack_facts import read_env_file
 
 SEED_ITEMS = 200
 EPILOG = """
@@ -191,7 +191,9 @@ def _seed(base_url: str, ca_file: str, progress: Progress) -> list[int]:
 def _own_stack(
     args: argparse.Namespace, progress: Progress, ref: baseline.Baseline | None
 ) -> Iterator[Compose]:
-    project = args.project or read_env(args.env_file).get("COMPOSE_PROJECT_NAME", "service-bench")
+    project = args.project or read_env_file(args.env_file).get(
+        "COMPOSE_PROJECT_NAME", "service-bench"
+    )
     compose = Compose(project, args.env_file, list(args.compose_file))
     if ref:
         # Before any -f of the caller's: their experiments may override the baseline too.

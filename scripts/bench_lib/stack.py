@@ -21,12 +21,6 @@ CA_IN_PROXY = "/data/caddy/pki/authorities/local/root.crt"
 BENCH_DOCKERFILE = "Dockerfile.bench"
 
 
-def read_env(path: Path) -> dict[str, str]:
-    lines = (line.strip() for line in path.read_text().splitlines())
-    pairs = (line.split("=", 1) for line in lines if line and not line.startswith("#"))
-    return {key.strip(): value.strip() for key, value in pairs}
-
-
 def _run(
     command: list[str], check: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

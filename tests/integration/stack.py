@@ -18,7 +18,8 @@ import httpx
 from docker.models.containers import Container
 from testcontainers.compose import DockerCompose
 
-from tests.project import ROOT, read_env
+from stack_facts import read_env_file
+from tests.project import ROOT
 
 TEST_ENV = Path(__file__).with_name("test.env")
 CA_IN_PROXY = "/data/caddy/pki/authorities/local/root.crt"
@@ -39,7 +40,7 @@ def eventually(check: Callable[[], bool], timeout: float, interval: float = 0.5)
 class Stack:
     project: str
     workdir: Path
-    env: dict[str, str] = field(default_factory=lambda: read_env(TEST_ENV))
+    env: dict[str, str] = field(default_factory=lambda: read_env_file(TEST_ENV))
     overrides: dict[str, str] = field(default_factory=dict)  # on top of env, e.g. other ports
     swarm: bool = False  # deployed as a Swarm stack rather than a compose project
     compose: DockerCompose = field(init=False)

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from service.settings import ENV_PREFIX, Settings
-from tests.project import ROOT, read_env
+from stack_facts import read_env_file
+from tests.project import ROOT
 
-EXAMPLE = read_env(ROOT / ".env.example")
+EXAMPLE = read_env_file(ROOT / ".env.example")
 CADDY_VARIABLES = set(re.findall(r"\{\$([A-Z_]+)", (ROOT / "caddy" / "Caddyfile").read_text()))
 # The stack sets these itself: Postgres's address, and the password as a file (SECURITY.md).
 STACK_OWNED = {"database_url", "database_password"}

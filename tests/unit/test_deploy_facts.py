@@ -1,27 +1,12 @@
 """What scripts/deploy knows of the edge is what caddy/Caddyfile and caddy/run-edge say: the
 timings its waits are built on, and the file a reload replaces."""
 
-import importlib.util
 import re
-import sys
-from types import ModuleType
 
+from deploy_lib import compose
 from tests.project import ROOT
 
 CADDYFILE = (ROOT / "caddy" / "Caddyfile").read_text()
-
-
-def load_deploy() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deploy", ROOT / "scripts" / "deploy.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-deploy = load_deploy()
 
 
 def caddy_seconds(pattern: str) -> float:
@@ -32,10 +17,10 @@ def caddy_seconds(pattern: str) -> float:
 
 
 def test_the_deploy_waits_on_the_caddyfile_timings() -> None:
-    assert caddy_seconds(r"\n\t\trefresh (\d+)s\n") == deploy.CADDY_DNS_REFRESH_SECONDS
-    assert caddy_seconds(r"\n\t\tdial_timeout (\d+)s\n") == deploy.CADDY_DIAL_TIMEOUT_SECONDS
+    assert caddy_seconds(r"\n\t\trefresh (\d+)s\n") == compose.CADDY_DNS_REFRESH_SECONDS
+    assert caddy_seconds(r"\n\t\tdial_timeout (\d+)s\n") == compose.CADDY_DIAL_TIMEOUT_SECONDS
 
 
 def test_the_running_caddyfile_is_the_one_run_edge_starts() -> None:
     run_edge = (ROOT / "caddy" / "run-edge").read_text()
-    assert f'running="{deploy.RUNNING_CADDYFILE}"' in run_edge
+    assert f'running="{compose.RUNNING_CADDYFILE}"' in run_edge
