@@ -16,8 +16,9 @@ Why: Hypercorn alone closes idle keep-alive connections the moment SIGTERM arriv
 closes a connection after an in-flight response without saying so, so Caddy may write a
 request onto a connection that is closing; a POST with a body cannot be retried (502). And the
 listener closes first, not last: during the lame duck every response closes its connection, so
-Caddy would dial this replica for each request, and a connection still in the accept backlog
-when the listener closed would be reset after Caddy had sent a request on it.
+Caddy would dial this replica for each request. Closing a listener resets the connections in
+its backlog, after Caddy has sent a request on them: the lame duck accepts those first and
+serves them (ListeningLoop.stop_listening).
 
 `hypercorn.asyncio.serve` runs the app in this process on the running loop: hypercorn.toml's
 `workers` and `worker_class` are for the hypercorn CLI (compose.dev.yaml). This is always
@@ -27,11 +28,16 @@ one process on uvloop, which is what `workers = 0` and `worker_class = "uvloop"`
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
 import warnings
+from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from ssl import SSLContext
+from typing import Any, cast
 
 import uvloop
 from hypercorn.asyncio import serve
@@ -47,34 +53,68 @@ log = logging.getLogger("service.server")
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+@dataclass(frozen=True)
+class Listener:
+    server: asyncio.AbstractServer
+    protocol_factory: Callable[[], asyncio.BaseProtocol]
+    ssl: SSLContext | None
+
+    def accept_waiting(self) -> list[socket.socket]:
+        """The connections the kernel has completed that the loop has not accepted yet."""
+        waiting = []
+        # uvloop's Server is no asyncio.Server, but has its `sockets`.
+        for listening in cast(asyncio.Server, self.server).sockets:
+            # A second descriptor of the same socket: closing it leaves the server's open.
+            with socket.socket(fileno=os.dup(listening.fileno())) as duplicate:
+                duplicate.setblocking(False)
+                with suppress(BlockingIOError):
+                    while True:
+                        connection, _ = duplicate.accept()
+                        connection.setblocking(False)
+                        waiting.append(connection)
+        return waiting
+
+
 class ListeningLoop(uvloop.Loop):
     """uvloop, keeping the servers Hypercorn creates, so the lame duck can close listeners
     (Hypercorn's serve() keeps them to itself until its graceful shutdown)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.servers: list[asyncio.AbstractServer] = []
+        self.listeners: list[Listener] = []
 
     # Typed as a pass-through: the overloads of AbstractEventLoop.create_server stay the API.
     async def create_server(  # type: ignore[override]
-        self, *args: Any, **kwargs: Any
+        self, protocol_factory: Callable[[], asyncio.BaseProtocol], *args: Any, **kwargs: Any
     ) -> asyncio.AbstractServer:
-        server: asyncio.AbstractServer = await super().create_server(*args, **kwargs)
-        self.servers.append(server)
+        server: asyncio.AbstractServer = await super().create_server(
+            protocol_factory, *args, **kwargs
+        )
+        self.listeners.append(Listener(server, protocol_factory, kwargs.get("ssl")))
         return server
+
+    async def stop_listening(self) -> None:
+        """Closes every listener, after taking in the connections waiting in its backlog:
+        closing a listening socket resets those, and Caddy, which has already sent a request
+        on such a connection, can send it again elsewhere only if it is a read or a keyed
+        write (a bare POST got a 502). Between the last accept and the close no other code
+        runs, so a connection completed in that moment is the only one still reset."""
+        for listener in self.listeners:
+            waiting = listener.accept_waiting()
+            listener.server.close()  # the listener only: open connections stay
+            for connection in waiting:
+                await self.connect_accepted_socket(
+                    listener.protocol_factory, connection, ssl=listener.ssl
+                )
 
 
 async def lame_duck(
-    signals: asyncio.Queue[signal.Signals],
-    draining: Draining,
-    seconds: float,
-    servers: list[asyncio.AbstractServer],
+    signals: asyncio.Queue[signal.Signals], draining: Draining, seconds: float, loop: ListeningLoop
 ) -> None:
     """Hypercorn's shutdown trigger: returns when its graceful shutdown should begin."""
     first = await signals.get()
-    draining.start()
-    for server in servers:
-        server.close()  # the listener only: open connections stay, and are told to close
+    draining.start()  # open connections are told to close
+    await loop.stop_listening()
     log.info("lame duck: started", extra={"signal": first.name, "seconds": seconds})
     second: signal.Signals | None = None
     with suppress(TimeoutError):
@@ -94,7 +134,7 @@ async def run(config: Config, settings: Settings) -> None:
     # as Hypercorn ignores them during its graceful shutdown.
     for signum in SHUTDOWN_SIGNALS:
         loop.add_signal_handler(signum, signals.put_nowait, signum)
-    trigger = partial(lame_duck, signals, draining, settings.lame_duck_seconds, loop.servers)
+    trigger = partial(lame_duck, signals, draining, settings.lame_duck_seconds, loop)
     # Hypercorn types ASGI apps with its own (equivalent) protocol types.
     await serve(app, config, shutdown_trigger=trigger, mode="asgi")  # type: ignore[arg-type]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from service.server import ListeningLoop
 from tests.project import ROOT
 
 LAME_DUCK = 1.5
@@ -258,3 +259,45 @@ async def test_a_failed_lifespan_exits_non_zero() -> None:
     ) as server:
         assert await server.exit_code() != 0
     assert "lame duck: started" not in server.messages()
+
+
+def test_connections_waiting_in_the_backlog_are_answered_when_the_listener_closes() -> None:
+    """The lame duck closes the listener on the loop Hypercorn's servers run on. Connections
+    the kernel completed before that, whose requests are sent (as Caddy's are), are answered,
+    not reset; the next connection is refused."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(b"answered\n")
+        await writer.drain()
+        writer.close()
+
+    def read(client: socket.socket) -> bytes:
+        with client:
+            try:
+                return client.recv(100)
+            except ConnectionResetError:
+                return b"reset"
+
+    async def scenario() -> tuple[list[bytes], bool]:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, ListeningLoop)
+        # asyncio.start_server is what Hypercorn's serve() calls.
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        # This coroutine holds the loop, so no accept runs: they wait in the backlog.
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        for client in clients:
+            client.sendall(b"request\n")
+        await loop.stop_listening()
+        answers = await asyncio.gather(*(asyncio.to_thread(read, c) for c in clients))
+        try:
+            socket.create_connection(("127.0.0.1", port)).close()
+        except ConnectionRefusedError:
+            return answers, True
+        return answers, False
+
+    with asyncio.Runner(loop_factory=ListeningLoop) as runner:
+        answers, refused = runner.run(scenario())
+    assert answers == [b"answered\n"] * 3
+    assert refused
