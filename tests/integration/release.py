@@ -7,6 +7,7 @@ migration."""
 
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,12 +65,27 @@ class Release:
     clone: Path
     stack: Stack
     commits: dict[str, str]
+    environ: Mapping[str, str] | None = None  # the scripts' environment (None: the tests')
 
     @classmethod
-    def prepare(cls, work: Path, project: str, env: dict[str, str]) -> "Release":
+    def prepare(
+        cls,
+        work: Path,
+        project: str,
+        env: dict[str, str],
+        engine: docker.DockerClient | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> "Release":
+        """`engine`: the target's, when it is not this machine's (tests/integration/hosts.py)."""
         clone, commits = make_clone(work)
-        stack = Stack(project, work, env=env, swarm=env.get("DEPLOY_MODE") == "swarm")
-        return cls(clone, stack, commits)
+        stack = Stack(
+            project,
+            work,
+            env=env,
+            swarm=env.get("DEPLOY_MODE") == "swarm",
+            engine=engine or docker.from_env(),
+        )
+        return cls(clone, stack, commits, environ)
 
     def deploy(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.script("deploy", *args)
@@ -80,6 +96,7 @@ class Release:
         result = subprocess.run(
             [str(self.clone / "scripts" / name), str(self.stack.env_file), *args],
             cwd=self.clone,
+            env=self.environ,
             capture_output=True,
             text=True,
             timeout=900,
