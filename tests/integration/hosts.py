@@ -32,16 +32,17 @@ HTTP_PORT = 63080
 HTTPS_PORT = 63443
 # --privileged asks for every capability, and this machine's bounding set lacks
 # CAP_SYS_RESOURCE (runc: "unable to apply caps"): every other one, and what --privileged
-# lifts besides (seccomp, AppArmor, masked /proc paths, the device cgroup). The entrypoint makes
+# lifts besides (seccomp, AppArmor, the masked /proc paths, without which the kernel refuses
+# the engine's containers a /proc of their own, and the device cgroup). The entrypoint makes
 # /sys and the cgroups writable; a cgroup namespace of its own gives the engine a root to
-# create its containers' cgroups under.
-ENGINE_PRIVILEGES: dict[str, object] = {
-    "cap_add": ["ALL"],
-    "cap_drop": ["SYS_RESOURCE"],
-    "security_opt": ["seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"],
-    "device_cgroup_rules": ["a *:* rwm"],
-    "cgroupns": "private",
-}
+# create its containers' cgroups under. The CLI, not docker-py: only the CLI turns
+# systempaths=unconfined into the API's empty MaskedPaths and ReadonlyPaths.
+ENGINE_PRIVILEGES = (
+    "--cap-add=ALL", "--cap-drop=SYS_RESOURCE",
+    "--security-opt=seccomp=unconfined", "--security-opt=apparmor=unconfined",
+    "--security-opt=systempaths=unconfined", "--device-cgroup-rule=a *:* rwm",
+    "--cgroupns=private",
+)  # fmt: skip
 
 
 def image() -> str:
@@ -174,23 +175,21 @@ class DockerHosts:
             (HTTPS_PORT + index, "tcp"),
             (HTTPS_PORT + index, "udp"),
         ]
-        endpoint = self.engine.api.create_endpoint_config(ipv4_address=address)
-        container = self.engine.containers.run(
-            tag,
-            name=name,
-            hostname=name,
-            detach=True,
-            environment={"AUTHORIZED_KEYS": public_key},
-            labels={LABEL: "host"},
-            network=NETWORK,
-            networking_config={NETWORK: endpoint},
-            ports={f"{port}/{protocol}": ("127.0.0.1", port) for port, protocol in ports},
-            volumes={
-                f"{name}-docker": {"bind": "/var/lib/docker", "mode": "rw"},
-                str(socket_dir): {"bind": "/run/harness", "mode": "rw"},
-            },
-            **ENGINE_PRIVILEGES,
-        )
+        published = [f"127.0.0.1:{port}:{port}/{protocol}" for port, protocol in ports]
+        created = subprocess.run(
+            [
+                "docker", "run", "--detach", "--name", name, "--hostname", name,
+                "--label", f"{LABEL}=host", "--env", f"AUTHORIZED_KEYS={public_key}",
+                "--network", NETWORK, "--ip", address,
+                *(f"--publish={port}" for port in published),
+                "--volume", f"{name}-docker:/var/lib/docker",
+                "--volume", f"{socket_dir}:/run/harness",
+                *ENGINE_PRIVILEGES, tag,
+            ],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        container = self.engine.containers.get(created.stdout.strip())
         return DockerHost(index, address, container, socket_dir)
 
     def wait_until_ready(self, host: DockerHost, timeout: float = 60) -> None:
