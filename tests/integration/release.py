@@ -114,7 +114,11 @@ class Release:
             container.remove(force=True)
         for prefix in (repository, f"{repository}-proxy", f"{repository}-db"):
             for image in engine.images.list(name=prefix):
-                engine.images.remove(image.id, force=True)
+                # By tag: a build the cache made identical to another image (the db image of
+                # a running stack) keeps that image.
+                for tag in image.tags:
+                    if tag.startswith(f"{prefix}:"):
+                        engine.images.remove(tag, force=True)
 
     def version(self) -> str:
         with self.stack.client() as client:
