@@ -14,6 +14,7 @@ from pathlib import Path
 import docker
 
 from tests.integration.stack import Stack
+from tests.integration.traffic import MixedTraffic
 from tests.project import ROOT
 
 # D's edge adds this header to every response (inside the security_headers snippet).
@@ -60,6 +61,23 @@ def make_clone(work: Path) -> tuple[Path, dict[str, str]]:
     return clone, commits
 
 
+@dataclass(frozen=True)
+class RollOut:
+    """A deploy of one commit under the shared traffic, and when it ran."""
+
+    result: subprocess.CompletedProcess[str]
+    traffic: MixedTraffic
+    started: float
+    finished: float
+
+    def verify(self, old: str, new: str) -> None:
+        """It succeeded, failed no request, and the new version took over from the old."""
+        assert self.result.returncode == 0
+        self.traffic.verify()
+        assert self.traffic.versions(lambda at: at < self.started) == {old}
+        assert self.traffic.versions(lambda at: at > self.finished) == {new}
+
+
 @dataclass
 class Release:
     clone: Path
@@ -89,6 +107,15 @@ class Release:
 
     def deploy(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.script("deploy", *args)
+
+    def deploy_under_traffic(self, commit: str) -> RollOut:
+        with MixedTraffic(self.stack) as traffic:
+            time.sleep(2)
+            started = time.monotonic()
+            result = self.deploy("--commit", commit)
+            finished = time.monotonic()
+            time.sleep(2)
+        return RollOut(result, traffic, started, finished)
 
     def script(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
         """scripts/NAME of the clone (deploy, backup, restore) on the target's env file."""
