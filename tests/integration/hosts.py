@@ -23,8 +23,9 @@ from tests.integration.stack import eventually
 RECIPE = Path(__file__).with_name("testhost")
 NETWORK = "service-testhosts"
 # A subnet of our own, so that each host keeps its address across a stop and a start (an
-# ssh:// URL, a Swarm node's address). Outside Docker's default pools (172.17-31/16,
-# 192.168/20), which the engines inside the hosts allocate their own networks from.
+# ssh:// URL, a Swarm node's address). Outside the local pools (172.17-31/16, 192.168/20) that
+# the engines inside the hosts allocate their networks from; Swarm's overlays count up from
+# 10.0.0.0/24.
 SUBNET = IPv4Network("10.63.0.0/24")
 LABEL = "service.testhost"
 # Each host's stack publishes these plus the host's index (the range 63000-63999 is ours).
