@@ -7,12 +7,14 @@ migration."""
 
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 
 from tests.integration.stack import Stack
+from tests.integration.traffic import MixedTraffic
 from tests.project import ROOT
 
 # D's edge adds this header to every response (inside the security_headers snippet).
@@ -59,20 +61,61 @@ def make_clone(work: Path) -> tuple[Path, dict[str, str]]:
     return clone, commits
 
 
+@dataclass(frozen=True)
+class RollOut:
+    """A deploy of one commit under the shared traffic, and when it ran."""
+
+    result: subprocess.CompletedProcess[str]
+    traffic: MixedTraffic
+    started: float
+    finished: float
+
+    def verify(self, old: str, new: str) -> None:
+        """It succeeded, failed no request, and the new version took over from the old."""
+        assert self.result.returncode == 0
+        self.traffic.verify()
+        assert self.traffic.versions(lambda at: at < self.started) == {old}
+        assert self.traffic.versions(lambda at: at > self.finished) == {new}
+
+
 @dataclass
 class Release:
     clone: Path
     stack: Stack
     commits: dict[str, str]
+    environ: Mapping[str, str] | None = None  # the scripts' environment (None: the tests')
 
     @classmethod
-    def prepare(cls, work: Path, project: str, env: dict[str, str]) -> "Release":
+    def prepare(
+        cls,
+        work: Path,
+        project: str,
+        env: dict[str, str],
+        engine: docker.DockerClient | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> "Release":
+        """`engine`: the target's, when it is not this machine's (tests/integration/hosts.py)."""
         clone, commits = make_clone(work)
-        stack = Stack(project, work, env=env, swarm=env.get("DEPLOY_MODE") == "swarm")
-        return cls(clone, stack, commits)
+        stack = Stack(
+            project,
+            work,
+            env=env,
+            swarm=env.get("DEPLOY_MODE") == "swarm",
+            engine=engine or docker.from_env(),
+        )
+        return cls(clone, stack, commits, environ)
 
     def deploy(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.script("deploy", *args)
+
+    def deploy_under_traffic(self, commit: str) -> RollOut:
+        with MixedTraffic(self.stack) as traffic:
+            time.sleep(2)
+            started = time.monotonic()
+            result = self.deploy("--commit", commit)
+            finished = time.monotonic()
+            time.sleep(2)
+        return RollOut(result, traffic, started, finished)
 
     def script(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
         """scripts/NAME of the clone (deploy, backup, restore) on the target's env file."""
@@ -80,6 +123,7 @@ class Release:
         result = subprocess.run(
             [str(self.clone / "scripts" / name), str(self.stack.env_file), *args],
             cwd=self.clone,
+            env=self.environ,
             capture_output=True,
             text=True,
             timeout=900,
@@ -97,7 +141,11 @@ class Release:
             container.remove(force=True)
         for prefix in (repository, f"{repository}-proxy", f"{repository}-db"):
             for image in engine.images.list(name=prefix):
-                engine.images.remove(image.id, force=True)
+                # By tag: a build the cache made identical to another image (the db image of
+                # a running stack) keeps that image.
+                for tag in image.tags:
+                    if tag.startswith(f"{prefix}:"):
+                        engine.images.remove(tag, force=True)
 
     def version(self) -> str:
         with self.stack.client() as client:

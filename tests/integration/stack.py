@@ -43,6 +43,8 @@ class Stack:
     env: dict[str, str] = field(default_factory=lambda: read_env_file(TEST_ENV))
     overrides: dict[str, str] = field(default_factory=dict)  # on top of env, e.g. other ports
     swarm: bool = False  # deployed as a Swarm stack rather than a compose project
+    # The engine it runs on, for the harness (another host's, tests/integration/hosts.py).
+    engine: docker.DockerClient = field(default_factory=docker.from_env)
     compose: DockerCompose = field(init=False)
 
     def __post_init__(self) -> None:
@@ -168,7 +170,7 @@ class Stack:
             ]
         )
         # Swarm removes replaced tasks' containers between the list and the inspect of each.
-        found = docker.from_env().containers.list(
+        found = self.engine.containers.list(
             all=not self.swarm, filters={"label": labels}, ignore_removed=True
         )
         return sorted(found, key=lambda c: c.name)

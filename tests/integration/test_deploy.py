@@ -64,18 +64,11 @@ def test_deploy_under_steady_traffic_fails_no_request_and_loses_no_job(release: 
     a, b = release.commits["A"], release.commits["B"]
     with release.stack.client() as client:
         job = client.post("/jobs", json={"kind": "sleep", "payload": {"seconds": 3}}).json()
-    with MixedTraffic(release.stack) as traffic:
-        time.sleep(2)
-        started = time.monotonic()
-        result = release.deploy("--commit", b)
-        finished = time.monotonic()
-        time.sleep(2)
-    assert result.returncode == 0
-    traffic.verify()
-    assert traffic.versions(lambda at: at < started) == {a}
-    assert traffic.versions(lambda at: at > finished) == {b}
+    rolled = release.deploy_under_traffic(b)
+    rolled.verify(a, b)
     # Both versions serve only while the new replicas are up and the old ones drain.
-    old = [o.at for o in traffic.outcomes if o.version == a and o.at > started]
+    started = rolled.started
+    old = [o.at for o in rolled.traffic.outcomes if o.version == a and o.at > started]
     print(f"old version answered until {max(old, default=started) - started:.1f} s into the deploy")
     with release.stack.client() as client:
         finished_job = client.get(f"/jobs/{job['id']}", params={"wait": 30}).json()
