@@ -13,10 +13,11 @@ from pathlib import Path
 import docker
 import pytest
 
+from stack_facts import read_env_file
 from tests.integration.hosts import DockerHost, DockerHosts
 from tests.integration.release import Release
 from tests.integration.traffic import MixedTraffic
-from tests.project import ROOT, read_env
+from tests.project import ROOT
 
 PROJECT = "service-remotetest"
 REPOSITORY = "service-remotetest"
@@ -41,7 +42,7 @@ def release(
     hosts: DockerHosts, host: DockerHost, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Release]:
     env = {
-        **read_env(ROOT / "deploy" / "staging.env"),
+        **read_env_file(ROOT / "deploy" / "staging.env"),
         # The runbook's step 3, for a site only this machine resolves.
         "DOCKER_HOST": host.url,
         "SITE_ADDRESS": "localhost",
