@@ -70,7 +70,7 @@ def ensure_images(target: Target, images: Images) -> None:
     missing = []
     for image, tree, arguments in images.builds():
         if target.has_image(image):
-            say(f"{image} is already on the target ({target.engine})")
+            say(f"{image} is already on {target.engine}")
         else:
             missing.append((image, tree, arguments))
     if not missing:
@@ -85,7 +85,7 @@ def ensure_images(target: Target, images: Images) -> None:
 
 
 def ship(local: Target, target: Target, image: str) -> None:
-    say(f"sending {image} to the target ({target.engine}): docker save | docker load")
+    say(f"sending {image} to {target.engine} (docker save | docker load)")
     save = subprocess.Popen(
         ["docker", "save", image], env=local.docker_env(), stdout=subprocess.PIPE
     )
