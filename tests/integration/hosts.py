@@ -151,6 +151,7 @@ class DockerHosts:
 
     def start(self) -> None:
         started = time.monotonic()
+        self.remove()  # what an interrupted run left
         tag = image()
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deploy@tests", "-f", self.key],
