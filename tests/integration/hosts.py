@@ -1,8 +1,10 @@
 """Test hosts that are real Docker hosts (issue 15): containers of the test-host image
 (testhost/Dockerfile), each with its own Docker engine and sshd, in its own network namespace
-on the test network NETWORK. The code under test reaches a host as a user reaches a server,
-`ssh://deploy@<address>` with a checked host key; the harness inspects its engine through a
-socket in a host directory. Their HTTP and HTTPS ports are published on loopback only."""
+on a test network of their own (NETWORK by default; a module that runs beside another names
+its own network, subnet, names and ports). The code under test reaches a host as a user
+reaches a server, `ssh://deploy@<address>` with a checked host key; the harness inspects its
+engine through a socket in a host directory. Their HTTP and HTTPS ports are published on
+loopback only."""
 
 import hashlib
 import os
@@ -31,6 +33,7 @@ LABEL = "service.testhost"
 # Each host's stack publishes these plus the host's index (the range 63000-63999 is ours).
 HTTP_PORT = 63080
 HTTPS_PORT = 63443
+PREFIX = "service-testhost"
 # --privileged asks for every capability, and this machine's bounding set lacks
 # CAP_SYS_RESOURCE (runc: "unable to apply caps"): every other one, and what --privileged
 # lifts besides (seccomp, AppArmor, the masked /proc paths, without which the kernel refuses
@@ -72,19 +75,13 @@ class DockerHost:
     address: str
     container: Container  # on this machine's engine
     socket_dir: Path  # where its engine listens for the harness
+    http_port: int  # published on this machine's loopback, the same number inside
+    https_port: int
 
     @property
     def url(self) -> str:
         """Its DOCKER_HOST, as the runbook writes it."""
         return f"ssh://deploy@{self.address}"
-
-    @property
-    def http_port(self) -> int:
-        return HTTP_PORT + self.index
-
-    @property
-    def https_port(self) -> int:
-        return HTTPS_PORT + self.index
 
     def engine(self) -> docker.DockerClient:
         """Its Docker engine, for the harness only: the code under test goes over SSH."""
@@ -130,9 +127,23 @@ class DockerHost:
 class DockerHosts:
     """N test hosts, the network they share, and the SSH client configuration for them."""
 
-    def __init__(self, workdir: Path, count: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        count: int,
+        network: str = NETWORK,
+        subnet: IPv4Network = SUBNET,
+        prefix: str = PREFIX,
+        http_port: int = HTTP_PORT,
+        https_port: int = HTTPS_PORT,
+    ) -> None:
         self.workdir = workdir
         self.count = count
+        self.network = network
+        self.subnet = subnet
+        self.prefix = prefix
+        self.http_port = http_port
+        self.https_port = https_port
         self.hosts: list[DockerHost] = []
         self.key = workdir / "id_ed25519"
         self.known_hosts = workdir / "known_hosts"
@@ -158,8 +169,10 @@ class DockerHosts:
             check=True,
         )
         self.write_ssh_client()
-        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(SUBNET))])
-        self.engine.networks.create(NETWORK, ipam=ipam, labels={LABEL: "network"})
+        ipam = docker.types.IPAMConfig(
+            pool_configs=[docker.types.IPAMPool(subnet=str(self.subnet))]
+        )
+        self.engine.networks.create(self.network, ipam=ipam, labels={LABEL: self.prefix})
         public_key = self.key.with_suffix(".pub").read_text().strip()
         for index in range(self.count):
             self.hosts.append(self.create(tag, index, public_key))
@@ -168,21 +181,18 @@ class DockerHosts:
         print(f"{self.count} test hosts up in {time.monotonic() - started:.1f} s")
 
     def create(self, tag: str, index: int, public_key: str) -> DockerHost:
-        name = f"service-testhost-{index}"
-        address = str(SUBNET[10 + index])
+        name = f"{self.prefix}-{index}"
+        address = str(self.subnet[10 + index])
         socket_dir = self.workdir / name
         socket_dir.mkdir()
-        ports = [
-            (HTTP_PORT + index, "tcp"),
-            (HTTPS_PORT + index, "tcp"),
-            (HTTPS_PORT + index, "udp"),
-        ]
+        http_port, https_port = self.http_port + index, self.https_port + index
+        ports = [(http_port, "tcp"), (https_port, "tcp"), (https_port, "udp")]
         published = [f"127.0.0.1:{port}:{port}/{protocol}" for port, protocol in ports]
         created = subprocess.run(
             [
                 "docker", "run", "--detach", "--name", name, "--hostname", name,
-                "--label", f"{LABEL}=host", "--env", f"AUTHORIZED_KEYS={public_key}",
-                "--network", NETWORK, "--ip", address,
+                "--label", f"{LABEL}={self.prefix}", "--env", f"AUTHORIZED_KEYS={public_key}",
+                "--network", self.network, "--ip", address,
                 *(f"--publish={port}" for port in published),
                 "--volume", f"{name}-docker:/var/lib/docker",
                 "--volume", f"{socket_dir}:/run/harness",
@@ -192,7 +202,7 @@ class DockerHosts:
         )  # fmt: skip
         assert created.returncode == 0, created.stderr
         container = self.engine.containers.get(created.stdout.strip())
-        return DockerHost(index, address, container, socket_dir)
+        return DockerHost(index, address, container, socket_dir, http_port, https_port)
 
     def wait_until_ready(self, host: DockerHost, timeout: float = 60) -> None:
         """Its engine answers, and `deploy` logs in over SSH with the key it is known by."""
@@ -205,13 +215,15 @@ class DockerHosts:
         ), f"{host.container.name}: no SSH login"
 
     def remove(self) -> None:
-        """The hosts, their engines' volumes (all they ran and stored) and the network."""
-        for container in self.engine.containers.list(all=True, filters={"label": LABEL}):
+        """The hosts, their engines' volumes (all they ran and stored) and the network: these
+        hosts' only (by prefix), never those of a module running beside this one."""
+        mine = {"label": f"{LABEL}={self.prefix}"}
+        for container in self.engine.containers.list(all=True, filters=mine):
             container.remove(force=True, v=True)
-        for volume in (f"service-testhost-{index}-docker" for index in range(self.count)):
+        for volume in (f"{self.prefix}-{index}-docker" for index in range(self.count)):
             if self.engine.volumes.list(filters={"name": volume}):
                 self.engine.volumes.get(volume).remove(force=True)
-        for network in self.engine.networks.list(names=[NETWORK]):
+        for network in self.engine.networks.list(names=[self.network]):
             network.remove()
         self.hosts.clear()
 

@@ -93,8 +93,10 @@ class Release:
         env: dict[str, str],
         engine: docker.DockerClient | None = None,
         environ: Mapping[str, str] | None = None,
+        nodes: list[docker.DockerClient] | None = None,
     ) -> "Release":
-        """`engine`: the target's, when it is not this machine's (tests/integration/hosts.py)."""
+        """`engine`: the target's, when it is not this machine's (tests/integration/hosts.py);
+        `nodes`: a swarm's other nodes."""
         clone, commits = make_clone(work)
         stack = Stack(
             project,
@@ -102,6 +104,7 @@ class Release:
             env=env,
             swarm=env.get("DEPLOY_MODE") == "swarm",
             engine=engine or docker.from_env(),
+            nodes=nodes or [],
         )
         return cls(clone, stack, commits, environ)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import docker
 import httpx
+import requests
 from docker.models.containers import Container
 from testcontainers.compose import DockerCompose
 
@@ -45,6 +46,8 @@ class Stack:
     swarm: bool = False  # deployed as a Swarm stack rather than a compose project
     # The engine it runs on, for the harness (another host's, tests/integration/hosts.py).
     engine: docker.DockerClient = field(default_factory=docker.from_env)
+    # A swarm's other nodes, whose engines run tasks of the stack too.
+    nodes: list[docker.DockerClient] = field(default_factory=list)
     compose: DockerCompose = field(init=False)
 
     def __post_init__(self) -> None:
@@ -169,10 +172,18 @@ class Stack:
                 f"com.docker.compose.service={service}",
             ]
         )
-        # Swarm removes replaced tasks' containers between the list and the inspect of each.
-        found = self.engine.containers.list(
-            all=not self.swarm, filters={"label": labels}, ignore_removed=True
-        )
+        found = []
+        for engine in (self.engine, *self.nodes):
+            try:
+                # Swarm removes replaced tasks' containers between the list and the inspect of
+                # each.
+                found += engine.containers.list(
+                    all=not self.swarm, filters={"label": labels}, ignore_removed=True
+                )
+            except (docker.errors.DockerException, requests.ConnectionError):
+                if engine is self.engine:
+                    raise
+                # A node that is down runs nothing; the swarm is still there.
         return sorted(found, key=lambda c: c.name)
 
     def container(self, service: str) -> Container:
