@@ -151,6 +151,12 @@ class DockerHosts:
         self.bin = workdir / "bin"
         self.engine = docker.from_env()
 
+    @property
+    def gateway(self) -> str:
+        """This machine's address on the test network: where its clients come from (a port
+        published on loopback is forwarded from here)."""
+        return str(self.subnet[1])
+
     # --- lifecycle ------------------------------------------------------------------------
     @contextmanager
     def running(self) -> Iterator["DockerHosts"]:
@@ -169,9 +175,8 @@ class DockerHosts:
             check=True,
         )
         self.write_ssh_client()
-        ipam = docker.types.IPAMConfig(
-            pool_configs=[docker.types.IPAMPool(subnet=str(self.subnet))]
-        )
+        pool = docker.types.IPAMPool(subnet=str(self.subnet), gateway=self.gateway)
+        ipam = docker.types.IPAMConfig(pool_configs=[pool])
         self.engine.networks.create(self.network, ipam=ipam, labels={LABEL: self.prefix})
         public_key = self.key.with_suffix(".pub").read_text().strip()
         for index in range(self.count):
