@@ -152,6 +152,12 @@ class DockerHosts:
         self.engine = docker.from_env()
 
     @property
+    def label(self) -> str:
+        """What marks these hosts and their network: a key of their own, which a filter on
+        another module's key (or on LABEL alone, as before) never matches."""
+        return f"{LABEL}.{self.prefix}"
+
+    @property
     def gateway(self) -> str:
         """This machine's address on the test network: where its clients come from (a port
         published on loopback is forwarded from here)."""
@@ -177,7 +183,7 @@ class DockerHosts:
         self.write_ssh_client()
         pool = docker.types.IPAMPool(subnet=str(self.subnet), gateway=self.gateway)
         ipam = docker.types.IPAMConfig(pool_configs=[pool])
-        self.engine.networks.create(self.network, ipam=ipam, labels={LABEL: self.prefix})
+        self.engine.networks.create(self.network, ipam=ipam, labels={self.label: "network"})
         public_key = self.key.with_suffix(".pub").read_text().strip()
         for index in range(self.count):
             self.hosts.append(self.create(tag, index, public_key))
@@ -196,7 +202,7 @@ class DockerHosts:
         created = subprocess.run(
             [
                 "docker", "run", "--detach", "--name", name, "--hostname", name,
-                "--label", f"{LABEL}={self.prefix}", "--env", f"AUTHORIZED_KEYS={public_key}",
+                "--label", f"{self.label}=host", "--env", f"AUTHORIZED_KEYS={public_key}",
                 "--network", self.network, "--ip", address,
                 *(f"--publish={port}" for port in published),
                 "--volume", f"{name}-docker:/var/lib/docker",
@@ -222,7 +228,7 @@ class DockerHosts:
     def remove(self) -> None:
         """The hosts, their engines' volumes (all they ran and stored) and the network: these
         hosts' only (by prefix), never those of a module running beside this one."""
-        mine = {"label": f"{LABEL}={self.prefix}"}
+        mine = {"label": self.label}
         for container in self.engine.containers.list(all=True, filters=mine):
             container.remove(force=True, v=True)
         for volume in (f"{self.prefix}-{index}-docker" for index in range(self.count)):

@@ -88,6 +88,11 @@ class Swarm:
             index[task["NodeID"]] for task in tasks if task["Status"]["State"] == "running"
         )
 
+    def app_without(self, host: DockerHost) -> bool:
+        """Every app replica runs, none of them on `host`."""
+        running = self.running("app")
+        return running[host.index] == 0 and sum(running.values()) == REPLICAS
+
     def node_state(self, host: DockerHost) -> str:
         return str(self.manager.nodes.get(self.node(host)).attrs["Status"]["State"])
 
@@ -250,11 +255,7 @@ def test_drain_a_worker_under_traffic_fails_no_request(
         time.sleep(2)
         swarm.cli("node", "update", "--availability", "drain", node)
         moved = wait_for(
-            "the drained node's tasks run elsewhere",
-            lambda: (
-                swarm.running("app")[PLAIN] == 0 and sum(swarm.running("app").values()) == REPLICAS
-            ),
-            timeout=120,
+            "the drained node's tasks run elsewhere", lambda: swarm.app_without(plain), 120
         )
         time.sleep(3)
     swarm.cli("node", "update", "--availability", "active", node)
@@ -296,11 +297,7 @@ def test_losing_a_worker(release: Release, swarm: Swarm, hosts: DockerHosts) -> 
         killed = time.monotonic()
         plain.kill()
         rescheduled = wait_for(
-            f"{REPLICAS} app tasks on the remaining nodes",
-            lambda: (
-                swarm.running("app")[PLAIN] == 0 and sum(swarm.running("app").values()) == REPLICAS
-            ),
-            timeout=120,
+            f"{REPLICAS} app tasks on the remaining nodes", lambda: swarm.app_without(plain), 120
         )
         down = wait_for("the node is down", lambda: swarm.node_state(plain) == "down", 60)
         # Long enough for a request stuck on the dead node to time out and be resent.
