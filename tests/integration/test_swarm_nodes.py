@@ -312,7 +312,7 @@ def test_losing_a_worker(release: Release, swarm: Swarm, hosts: DockerHosts) -> 
     assert late == [], f"failures among requests sent {WORKER_LOSS_BOUND}+ s after the kill"
     assert any(not o.failed for o in traffic.outcomes if o.at > killed + WORKER_LOSS_BOUND)
     # Jobs that ran on the dead node: their leases expire, another replica finishes them.
-    traffic.verify_data(jobs_done_within=120)
+    traffic.verify_data(jobs_done_within=120, undecided_may_apply=True)
 
     started = time.monotonic()
     plain.start()
@@ -359,7 +359,7 @@ def test_losing_the_db_node(release: Release, swarm: Swarm, hosts: DockerHosts) 
     # Nothing committed is lost: the volume is on the node's own storage.
     after = int(release.stack.psql("SELECT count(*) FROM items"))
     assert after >= before
-    traffic.verify_data(jobs_done_within=120)
+    traffic.verify_data(jobs_done_within=120, undecided_may_apply=True)
 
 
 def test_caddy_keeps_its_data_across_an_edge_update(release: Release, hosts: DockerHosts) -> None:

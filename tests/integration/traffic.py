@@ -11,6 +11,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 
 import httpx
@@ -60,6 +61,13 @@ class Outcome:
     def expected(self) -> bool:
         return self.status in EXPECTED[self.request]
 
+    @property
+    def undecided(self) -> bool:
+        """A write without a key whose effect the client cannot know: no answer, or the edge's
+        502/504 after the app took it (its replica died after the commit, or before)."""
+        bare_write = not self.keyed and self.method != "GET"
+        return bare_write and (self.status is None or self.status in (502, 504))
+
 
 @dataclass
 class MixedTraffic:
@@ -80,6 +88,11 @@ class MixedTraffic:
     deleted: set[str] = field(default_factory=set)  # item names answered 204
     jobs: set[str] = field(default_factory=set)  # job ids answered 202
     resent: list[Outcome] = field(default_factory=list)  # the no-answers that were sent again
+    # Undecided writes (Outcome.undecided): the item names of creates and deletes, the count
+    # of job submissions.
+    maybe_created: set[str] = field(default_factory=set)
+    maybe_deleted: set[str] = field(default_factory=set)
+    maybe_jobs: int = 0
 
     def __post_init__(self) -> None:
         self.run_id = uuid.uuid4().hex[:8]
@@ -128,7 +141,9 @@ class MixedTraffic:
             deleting = cycle % 2 == 1  # every other item is deleted again
             name = f"traffic-{self.run_id}-{number}-{cycle}"
             body = {"name": name, "description": "availability test", "price_cents": 100}
-            created = await self._send(client, "POST /items", "/items", body, keyed)
+            created = await self._send(
+                client, "POST /items", "/items", body, keyed, partial(self.maybe_created.add, name)
+            )
             new_item = f"/items/{created.json()['id']}" if created is not None else None
             if created is not None:
                 self.created[name] = time.monotonic()
@@ -141,7 +156,9 @@ class MixedTraffic:
                 patch_keyed = self.all_keyed or not keyed
                 await self._send(client, "PATCH /items/{id}", new_item, change, patch_keyed)
             payload = {"kind": "sleep", "payload": {"seconds": 0.01}}
-            accepted = await self._send(client, "POST /jobs", "/jobs", payload, keyed)
+            accepted = await self._send(
+                client, "POST /jobs", "/jobs", payload, keyed, self._maybe_a_job
+            )
             if accepted is not None:
                 job_id = str(accepted.json()["id"])
                 self.jobs.add(job_id)
@@ -149,7 +166,11 @@ class MixedTraffic:
             if job:
                 await self._send(client, "GET /jobs/{id}", job)
             if new_item and deleting:
-                if await self._send(client, "DELETE /items/{id}", new_item, keyed=keyed):
+                deleted = await self._send(
+                    client, "DELETE /items/{id}", new_item, None, keyed,
+                    partial(self.maybe_deleted.add, name),
+                )  # fmt: skip
+                if deleted is not None:
                     self.deleted.add(name)
             elif new_item:
                 item = new_item
@@ -162,8 +183,10 @@ class MixedTraffic:
         path: str,
         body: Mapping[str, object] | None = None,
         keyed: bool = False,
+        undecided: Callable[[], None] | None = None,
     ) -> httpx.Response | None:
-        """One request, its outcome recorded; the response when it is the expected one."""
+        """One request, its outcome recorded; the response when it is the expected one.
+        `undecided` is called when the outcome leaves the write's effect unknown."""
         if self._stop.is_set():
             return None
         headers = {"Idempotency-Key": uuid.uuid4().hex} if keyed else {}
@@ -180,7 +203,7 @@ class MixedTraffic:
                     now = time.monotonic()
                     no_answer = Outcome(now, request, keyed, None, repr(error), now - sent)
                     if resends == 0:
-                        self.outcomes.append(no_answer)
+                        self._record(no_answer, undecided)
                         await asyncio.sleep(self.pause)
                         return None
                     resends -= 1
@@ -209,9 +232,17 @@ class MixedTraffic:
             response.headers.get("content-type"),
             response.headers.get("retry-after"),
         )
-        self.outcomes.append(outcome)
+        self._record(outcome, undecided)
         await asyncio.sleep(self.pause)
         return response if outcome.expected else None
+
+    def _record(self, outcome: Outcome, undecided: Callable[[], None] | None) -> None:
+        self.outcomes.append(outcome)
+        if undecided and outcome.undecided:
+            undecided()
+
+    def _maybe_a_job(self) -> None:
+        self.maybe_jobs += 1
 
     # --- what happened ------------------------------------------------------------------------
     @property
@@ -274,19 +305,33 @@ class MixedTraffic:
         ]
         return "\n".join(lines[-20:])
 
-    def verify_data(self, jobs_done_within: float = 90) -> None:
-        """The database holds exactly what the clients were told, nothing more or less."""
+    def verify_data(self, jobs_done_within: float = 90, undecided_may_apply: bool = False) -> None:
+        """The database holds exactly what the clients were told, nothing more or less.
+
+        `undecided_may_apply`: where a replica dies with requests in flight, a write without a
+        key that got no answer or a 502/504 may have been committed; each such write may have
+        taken effect, or not, and no other write."""
         # Every item answered 201 exists once (names are unique), unless answered 204 since;
         # and none exists that no client was told about.
-        listed = self.stack.psql(
-            f"SELECT name FROM items WHERE name LIKE 'traffic-{self.run_id}-%'"
+        listed = set(
+            self.stack.psql(
+                f"SELECT name FROM items WHERE name LIKE 'traffic-{self.run_id}-%'"
+            ).split()
         )
-        assert sorted(listed.split()) == sorted(self.created.keys() - self.deleted)
+        told = self.created.keys() - self.deleted
+        if undecided_may_apply:
+            assert told - self.maybe_deleted <= listed <= told | self.maybe_created, sorted(
+                listed ^ told
+            )
+        else:
+            assert sorted(listed) == sorted(told)
         # Every job answered 202 reaches done, and no request created a job twice.
         done = eventually(lambda: self._jobs_unfinished() == 0, jobs_done_within, interval=1)
         assert done, f"{self._jobs_unfinished()} jobs answered 202 never reached done"
         since = f"created_at >= '{self.started_at}'"
-        assert int(self.stack.psql(f"SELECT count(*) FROM jobs WHERE {since}")) == len(self.jobs)
+        jobs = int(self.stack.psql(f"SELECT count(*) FROM jobs WHERE {since}"))
+        extra = self.maybe_jobs if undecided_may_apply else 0
+        assert len(self.jobs) <= jobs <= len(self.jobs) + extra, (jobs, len(self.jobs), extra)
 
     def _jobs_unfinished(self) -> int:
         if not self.jobs:
