@@ -24,6 +24,8 @@ EDGE = "proxy"
 TARGET_KEYS = ("DOCKER_HOST", "DOCKER_CONTEXT")
 # docker's ssh transport gives ssh a 30 s ConnectTimeout; this bounds the whole check.
 REACH_TIMEOUT_SECONDS = 60
+# Where the docker CLI's "error during connect" quotes ssh's own error output.
+SSH_STDERR = "stderr="
 DEFAULTS = {
     "APP_IMAGE_REPOSITORY": "service",
     "DEPLOY_HEALTH_TIMEOUT": "120",
@@ -151,6 +153,8 @@ class Target:
             if result.returncode == 0 and result.stdout.strip():
                 return
             reason = result.stderr.strip() or result.stdout.strip()
+            # The CLI wraps what ssh said ("Host key verification failed.") in its own words.
+            reason = reason.rpartition(SSH_STDERR)[2].strip() or reason
         raise DeployError(f"cannot reach the Docker engine at {self.engine}: {reason}")
 
     # --- what runs --------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, eventually
 
 SPOOFED = {
     "X-Forwarded-For": "6.6.6.6",
@@ -17,12 +17,20 @@ SPOOFED = {
 
 
 def caddy_seen_ip(stack: Stack, marker: str) -> str:
-    """The client address in Caddy's access log for the request whose URI has `marker`."""
-    for line in stack.logs(stack.container("proxy")):
-        request = line.get("request")
-        if isinstance(request, dict) and marker in str(request.get("uri", "")):
-            return str(request["remote_ip"])
-    raise AssertionError(f"no access log line for {marker}")
+    """The client address in Caddy's access log for the request whose URI has `marker`.
+    Caddy writes the line after the response, and Docker's log copier takes its time: wait."""
+    seen: list[str] = []
+
+    def logged() -> bool:
+        for line in stack.logs(stack.container("proxy")):
+            request = line.get("request")
+            if isinstance(request, dict) and marker in str(request.get("uri", "")):
+                seen.append(str(request["remote_ip"]))
+                return True
+        return False
+
+    assert eventually(logged, timeout=10), f"no access log line for {marker}"
+    return seen[0]
 
 
 def proxy_addresses(stack: Stack) -> set[str]:

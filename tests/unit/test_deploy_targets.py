@@ -14,7 +14,9 @@ from tests.project import ROOT
 
 TRIPWIRE = """#!/bin/sh
 echo "${DOCKER_HOST:-local} $*" >>"$(dirname "$0")/calls"
-echo "error during connect: ssh: connect to host example port 22: Connection refused" >&2
+echo "error during connect: Get \"http://docker.example.com/v1.50/info\": command [ssh -l deploy \
+-- host.invalid docker system dial-stdio] has exited with exit status 255, make sure the URL is \
+valid: stderr=ssh: connect to host example port 22: Connection refused" >&2
 exit 1
 """
 
@@ -62,7 +64,7 @@ def test_the_local_engine_needs_an_explicit_opt_in(tripwire: Path, tmp_path: Pat
     result = deploy(tripwire, str(env_file), "--status")
     # Past the target check: the next step is reaching the (unreachable) engine.
     assert "names no target" not in result.stderr
-    assert "cannot reach the Docker engine at this machine's engine" in result.stderr
+    assert "cannot reach the Docker engine at this machine's engine: " in result.stderr
     assert calls(tripwire) == ["local info --format {{.ID}}"]
 
 
@@ -73,9 +75,10 @@ def test_an_unreachable_target_fails_before_anything_is_built_or_sent(
     env_file.write_text("DOCKER_HOST=ssh://deploy@host.invalid\n")
     result = deploy(tripwire, str(env_file))
     assert result.returncode == 1
-    assert (
-        "cannot reach the Docker engine at ssh://deploy@host.invalid: error during connect: "
+    # ssh's own words, without the CLI's wrapping.
+    assert result.stderr.strip().endswith(
+        "cannot reach the Docker engine at ssh://deploy@host.invalid: "
         "ssh: connect to host example port 22: Connection refused"
-    ) in result.stderr
+    ), result.stderr
     # One call, the check; no build, no image lookup, no compose.
     assert calls(tripwire) == ["ssh://deploy@host.invalid info --format {{.ID}}"]
