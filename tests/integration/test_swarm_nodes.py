@@ -374,6 +374,6 @@ def test_caddy_keeps_its_data_across_an_edge_update(release: Release, hosts: Doc
     code, root_after = replaced.exec_run(["cat", CA_IN_PROXY])
     assert code == 0
     assert root_after == root, "the local CA is the one in the volume"
-    header = EDGE_D_HEADER.strip().split("\n")[-1].split(" ", 1)
+    name, value = EDGE_D_HEADER.strip().split("\n")[-1].strip().split(" ", 1)
     with release.stack.client() as client:
-        assert client.get("/healthz").headers.get(header[0]) == header[1]
+        assert client.get("/healthz").headers.get(name) == value, "D's Caddyfile serves"
