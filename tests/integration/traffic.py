@@ -23,6 +23,13 @@ HTTP2_CLIENTS_PER_CONNECTION = 4  # like a browser multiplexing a page's request
 # Each client waits this long between its requests: 32 clients then offer ~600 requests/s, as
 # much as the two-core machines serve without starving the containers being restarted.
 PAUSE = 0.05
+# A keyed write answered 409 has a first attempt still running under its key (the edge sent it
+# again after losing the replica that runs it, or the client resent it): the client asks again
+# with the same key, as the Idempotency-Key draft says, until the first attempt has ended and
+# its answer is replayed. Up to this long: a dead replica's session ends within ~25 s
+# (Postgres's TCP keepalives, compose.yaml), which releases the key.
+IN_PROGRESS_PAUSE = 0.5
+IN_PROGRESS_PATIENCE = 60
 # What each request must be answered with. Anything else is unexpected; a 5xx or no HTTP answer
 # at all (a transport error, a timeout) is a failure.
 EXPECTED = {
@@ -88,6 +95,7 @@ class MixedTraffic:
     deleted: set[str] = field(default_factory=set)  # item names answered 204
     jobs: set[str] = field(default_factory=set)  # job ids answered 202
     resent: list[Outcome] = field(default_factory=list)  # the no-answers that were sent again
+    in_progress: list[Outcome] = field(default_factory=list)  # the 409s that were asked again
     # Undecided writes (Outcome.undecided): the item names of creates and deletes, the count
     # of job submissions.
     maybe_created: set[str] = field(default_factory=set)
@@ -193,11 +201,21 @@ class MixedTraffic:
         method = request.split(" ", 1)[0]
         resends = self.resends if keyed or request.startswith("GET ") else 0
         sender, fresh = client, None
+        asked_again = False
         sent = time.monotonic()
         try:
             while True:
                 try:
                     response = await sender.request(method, path, json=body, headers=headers)
+                    now = time.monotonic()
+                    if keyed and response.status_code == 409 and now - sent < IN_PROGRESS_PATIENCE:
+                        if not asked_again:
+                            asked_again = True
+                            self.in_progress.append(
+                                Outcome(now, request, keyed, 409, response.text[:120], now - sent)
+                            )
+                        await asyncio.sleep(IN_PROGRESS_PAUSE)
+                        continue
                     break
                 except httpx.HTTPError as error:
                     now = time.monotonic()
@@ -267,9 +285,12 @@ class MixedTraffic:
         methods = ", ".join(f"{m} {n} ({failed[m]} failed)" for m, n in sorted(by_method.items()))
         keyed = sum(o.keyed for o in self.writes)
         resent = f", {len(self.resent)} resent by the client" if self.resends else ""
+        asked_again = len(self.in_progress)
+        in_progress = f", {asked_again} asked again after a 409" if asked_again else ""
         return (
             f"{len(self.outcomes)} requests, {len(self.writes)} writes ({keyed} keyed), "
-            f"{len(self.failures)} failed{resent}, {len(self.unexpected)} unexpected; {methods}"
+            f"{len(self.failures)} failed{resent}{in_progress}, "
+            f"{len(self.unexpected)} unexpected; {methods}"
         )
 
     def verify(self, unanswered_bare_writes: bool = False) -> None:
@@ -282,6 +303,8 @@ class MixedTraffic:
         print(f"traffic: {self.summary()}")
         for no_answer in self.resent:
             print(f"resent after no answer: {no_answer}")
+        for conflict in self.in_progress:
+            print(f"asked again after a 409: {conflict}")
         assert len(self.outcomes) > 0, "no traffic"
         lost = (
             [o for o in self.failures if unanswered_bare_write(o)] if unanswered_bare_writes else []
