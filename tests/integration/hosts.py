@@ -111,10 +111,15 @@ class DockerHost:
         self.container.stop(timeout=60)
 
     def kill(self) -> None:
-        """Power lost: the engine and everything on it die without warning."""
+        """Power lost: the engine and everything on it die without warning. Its network goes
+        first: a killed container's kernel still sends the FINs and RSTs of its dying
+        processes, a machine without power sends nothing, and its peers learn only from
+        their own timeouts."""
+        cut_off(self.address, True)
         self.container.kill()
 
     def start(self) -> None:
+        cut_off(self.address, False)
         self.container.start()
 
     def engine_ready(self) -> bool:
@@ -122,6 +127,19 @@ class DockerHost:
             return bool(self.engine().ping())
         except docker.errors.DockerException:
             return False
+
+
+def cut_off(address: str, cut: bool) -> None:
+    """Drops every packet from or to `address` as it crosses this machine's bridges (Docker's
+    DOCKER-USER chain sees them: Docker turns bridge netfilter on), or stops dropping them."""
+    for direction in ("--source", "--destination"):
+        rule = ["DOCKER-USER", direction, address, "--jump", "DROP"]
+        if cut:
+            subprocess.run(["iptables", "--wait", "--insert", *rule], check=True)
+        else:  # every copy, and none is no error
+            delete = ["iptables", "--wait", "--delete", *rule]
+            while subprocess.run(delete, capture_output=True, check=False).returncode == 0:
+                pass
 
 
 class DockerHosts:
@@ -163,6 +181,10 @@ class DockerHosts:
         published on loopback is forwarded from here)."""
         return str(self.subnet[1])
 
+    def address(self, index: int) -> str:
+        """Host `index`'s fixed address on the test network."""
+        return str(self.subnet[10 + index])
+
     # --- lifecycle ------------------------------------------------------------------------
     @contextmanager
     def running(self) -> Iterator["DockerHosts"]:
@@ -193,7 +215,7 @@ class DockerHosts:
 
     def create(self, tag: str, index: int, public_key: str) -> DockerHost:
         name = f"{self.prefix}-{index}"
-        address = str(self.subnet[10 + index])
+        address = self.address(index)
         socket_dir = self.workdir / name
         socket_dir.mkdir()
         http_port, https_port = self.http_port + index, self.https_port + index
@@ -231,6 +253,8 @@ class DockerHosts:
         mine = {"label": self.label}
         for container in self.engine.containers.list(all=True, filters=mine):
             container.remove(force=True, v=True)
+        for index in range(self.count):
+            cut_off(self.address(index), False)  # what a killed host left
         for volume in (f"{self.prefix}-{index}-docker" for index in range(self.count)):
             if self.engine.volumes.list(filters={"name": volume}):
                 self.engine.volumes.get(volume).remove(force=True)
