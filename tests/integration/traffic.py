@@ -70,11 +70,11 @@ class Outcome:
 
     @property
     def undecided(self) -> bool:
-        """A write whose effect the client cannot know: no answer, or the edge's 502/504 after
-        the app took it (its replica died after the commit, or before). With a key, the client
-        would learn it by sending the write again; without one, it never can."""
-        write = self.method != "GET"
-        return write and (self.status is None or self.status in (502, 504))
+        """A failed write, whose effect the client cannot know where a host vanished: no
+        answer, the edge's 502/504 after the app took it (its replica died after the commit, or
+        before), or the app's 503 when Postgres stopped answering during the commit. With a
+        key, the client would learn it by sending the write again; without one, it never can."""
+        return self.method != "GET" and self.failed
 
 
 @dataclass
@@ -332,9 +332,9 @@ class MixedTraffic:
     def verify_data(self, jobs_done_within: float = 90, undecided_may_apply: bool = False) -> None:
         """The database holds exactly what the clients were told, nothing more or less.
 
-        `undecided_may_apply`: where a replica dies with requests in flight, a write that got no
-        answer or a 502/504 may have been committed (keyed ones too: these clients do not send
-        them again); each such write may have taken effect, or not, and no other write."""
+        `undecided_may_apply`: where a host dies with requests in flight, a write that failed
+        (Outcome.undecided) may have been committed; each such write may have taken effect, or
+        not, and no other write."""
         # Every item answered 201 exists once (names are unique), unless answered 204 since;
         # and none exists that no client was told about.
         listed = set(
@@ -344,9 +344,8 @@ class MixedTraffic:
         )
         told = self.created.keys() - self.deleted
         if undecided_may_apply:
-            assert told - self.maybe_deleted <= listed <= told | self.maybe_created, sorted(
-                listed ^ told
-            )
+            assert told - self.maybe_deleted <= listed, "missing: answered 201, never deleted"
+            assert listed <= told | self.maybe_created, "no client was told of these"
         else:
             assert sorted(listed) == sorted(told)
         # Every job answered 202 reaches done, and no request created a job twice.
