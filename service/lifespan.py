@@ -28,6 +28,7 @@ from service.jobs.supervisor import supervise
 from service.jobs.worker import Worker
 from service.metrics import Metrics
 from service.services.idempotency import purge_expired
+from service.services.readiness import unready_reason
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         app.state.runtime = runtime
         metrics.watch_pool(pool)
+        metrics.count_job_kinds(runtime.handlers)
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(supervise(name, run, settings.supervisor_max_backoff), name=name)
@@ -88,6 +90,9 @@ def _background(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
         "job-events": lambda: runtime.events.listen(settings),
         "job-stats": lambda: _periodically(
             settings.stats_interval, lambda: _refresh_queue_gauge(runtime)
+        ),
+        "readiness": lambda: _periodically(
+            settings.stats_interval, lambda: _refresh_readiness_gauge(runtime)
         ),
         "backup-stats": lambda: _periodically(
             settings.stats_interval, lambda: _refresh_backup_gauges(runtime)
@@ -120,8 +125,15 @@ async def _periodically(seconds: float, action: Callable[[], Awaitable[object]])
 
 
 async def _refresh_queue_gauge(runtime: Runtime) -> None:
-    for state, count in (await job_queries.count_unfinished(runtime.pool)).items():
-        runtime.metrics.jobs_unfinished.labels(state).set(count)
+    queue = await job_queries.queue_state(runtime.pool)
+    runtime.metrics.jobs_unfinished.labels("queued").set(queue.queued)
+    runtime.metrics.jobs_unfinished.labels("running").set(queue.running)
+    runtime.metrics.jobs_oldest_queued_age.set(queue.oldest_due_wait_seconds)
+
+
+async def _refresh_readiness_gauge(runtime: Runtime) -> None:
+    reason = await unready_reason(runtime.draining, runtime.pool, runtime.settings.ready_timeout)
+    runtime.metrics.ready.set(0 if reason else 1)
 
 
 async def _refresh_backup_gauges(runtime: Runtime) -> None:

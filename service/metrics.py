@@ -9,6 +9,7 @@ from prometheus_client.registry import Collector
 from service.db.pool import Pool
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+JOB_OUTCOMES = ("done", "retry", "failed", "released", "lease_lost")
 
 
 class Metrics:
@@ -29,7 +30,7 @@ class Metrics:
         )
         self.jobs_finished = Counter(
             "jobs_finished_total",
-            "Job runs by kind and outcome (done, retry, failed, released, lease_lost).",
+            f"Job runs by kind and outcome ({', '.join(JOB_OUTCOMES)}).",
             ["kind", "outcome"],
             registry=self.registry,
         )
@@ -37,6 +38,18 @@ class Metrics:
             "jobs_unfinished",
             "Jobs queued or running, all replicas (refreshed every stats_interval).",
             ["state"],
+            registry=self.registry,
+        )
+        self.jobs_oldest_queued_age = Gauge(
+            "jobs_oldest_queued_age_seconds",
+            "How long the longest-waiting runnable queued job has waited for a worker, since it "
+            "became due (0: none due); all replicas (refreshed every stats_interval).",
+            registry=self.registry,
+        )
+        self.ready = Gauge(
+            "app_ready",
+            "1 while this replica passes its readiness check (what GET /readyz answers), else 0 "
+            "(refreshed every stats_interval).",
             registry=self.registry,
         )
         self.idempotency = Counter(
@@ -72,6 +85,13 @@ class Metrics:
             registry=self.registry,
         )
         self._pool_collector: PoolCollector | None = None
+
+    def count_job_kinds(self, kinds: Iterable[str]) -> None:
+        """Every kind's outcome series from zero, so that a rule's increase() sees a kind's
+        first failure too (a series born at 1 has no increase)."""
+        for kind in kinds:
+            for outcome in JOB_OUTCOMES:
+                self.jobs_finished.labels(kind, outcome)
 
     def watch_pool(self, pool: Pool) -> None:
         self.unwatch_pool()

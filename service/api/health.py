@@ -1,14 +1,12 @@
 """Operations endpoints: liveness, readiness, what the app sees of a request, metrics."""
 
-import asyncio
-
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.deps import RuntimeDep
 from service.api.errors import UNAVAILABLE, ServiceUnavailable
-from service.db.errors import DATABASE_UNAVAILABLE
 from service.models import Health, Readiness, WhoAmI
+from service.services.readiness import unready_reason
 
 router = APIRouter(tags=["operations"])
 
@@ -38,14 +36,9 @@ async def healthz(runtime: RuntimeDep) -> Health:
 )
 async def readyz(runtime: RuntimeDep) -> Readiness:
     """Readiness: the database answers within ready_timeout, and the app is not draining."""
-    if runtime.draining.started:
-        raise ServiceUnavailable("shutting down")
-    timeout = runtime.settings.ready_timeout
-    try:
-        async with asyncio.timeout(timeout), runtime.pool.acquire(timeout=timeout) as connection:
-            await connection.fetchval("SELECT 1")
-    except DATABASE_UNAVAILABLE:
-        raise ServiceUnavailable("database unreachable") from None
+    reason = await unready_reason(runtime.draining, runtime.pool, runtime.settings.ready_timeout)
+    if reason is not None:
+        raise ServiceUnavailable(reason)
     return Readiness()
 
 

@@ -6,6 +6,7 @@ expired lease (its worker's process died). Every later write is guarded by the l
 so a worker that lost its lease cannot overwrite the new owner's work.
 """
 
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -119,11 +120,23 @@ async def release(pool: Pool, job_id: UUID, owner: str) -> bool:
     return bool(released)
 
 
-async def count_unfinished(pool: Pool) -> dict[str, int]:
+@dataclass(frozen=True)
+class QueueState:
+    queued: int
+    running: int
+    # How long the longest-waiting runnable job has waited for a worker: since it became due
+    # (created, released, or its retry's backoff ended); 0 when none is due.
+    oldest_due_wait_seconds: float
+
+
+async def queue_state(pool: Pool) -> QueueState:
     row = await pool.fetchrow(
         """SELECT count(*) FILTER (WHERE state = 'queued') AS queued,
-                  count(*) FILTER (WHERE state = 'running') AS running
+                  count(*) FILTER (WHERE state = 'running') AS running,
+                  coalesce(extract(epoch FROM now() - min(run_after)
+                               FILTER (WHERE state = 'queued' AND run_after <= now())), 0
+                  )::float8 AS oldest_due_wait_seconds
            FROM jobs WHERE state IN ('queued', 'running')"""
     )
     assert row is not None
-    return {"queued": row["queued"], "running": row["running"]}
+    return QueueState(row["queued"], row["running"], row["oldest_due_wait_seconds"])

@@ -139,6 +139,13 @@ async def _close(pool: Pool, within: float) -> None:
         log.warning("database pool close timed out; connections terminated")
 
 
+async def ping(pool: Pool, within: float) -> None:
+    """One round trip to Postgres, a pool connection included, within `within` seconds; one of
+    DATABASE_UNAVAILABLE otherwise."""
+    async with asyncio.timeout(within), pool.acquire(timeout=within) as connection:
+        await connection.fetchval("SELECT 1")
+
+
 class Turns:
     """The pool's connections for requests, first come, first served, and none while Postgres
     is unreachable.

@@ -43,6 +43,8 @@ class Stack:
     workdir: Path
     env: dict[str, str] = field(default_factory=lambda: read_env_file(TEST_ENV))
     overrides: dict[str, str] = field(default_factory=dict)  # on top of env, e.g. other ports
+    # Overlays on compose.yaml (compose.observability.yaml, a test's own file), in order.
+    overlays: tuple[str, ...] = ()
     swarm: bool = False  # deployed as a Swarm stack rather than a compose project
     # The engine it runs on, for the harness (another host's, tests/integration/hosts.py).
     engine: docker.DockerClient = field(default_factory=docker.from_env)
@@ -58,7 +60,10 @@ class Stack:
             + f"COMPOSE_PROJECT_NAME={self.project}\n"
         )
         self.compose = DockerCompose(
-            ROOT, compose_file_name="compose.yaml", env_file=str(self.env_file), build=True
+            ROOT,
+            compose_file_name=["compose.yaml", *self.overlays],
+            env_file=str(self.env_file),
+            build=True,
         )
         self.ca_file = self.workdir / f"{self.project}-root.crt"
 

@@ -31,13 +31,21 @@ SETTINGS = {
 BUILT_IN = {"APP_VERSION"}
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], dict[str, Any]]:
-    """compose.yaml rendered with a distinct value for each variable of .env.example."""
+# The overlays' own variables, followed by a test of their own below.
+OBSERVABILITY_VARIABLES = {"PROMETHEUS_PORT"}
+
+
+def render(
+    tmp_path_factory: pytest.TempPathFactory, *overlays: str
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """compose.yaml (and overlays) rendered with a distinct value for each variable of
+    .env.example."""
     values = {name: distinct_value(number, name) for number, name in enumerate(EXAMPLE)}
     env_file = tmp_path_factory.mktemp("compose") / "sentinel.env"
     env_file.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
     compose = ["docker", "compose", "--env-file", str(env_file), "-f", "compose.yaml"]
+    for overlay in overlays:
+        compose += ["-f", overlay]
     done = subprocess.run(
         [*compose, "config", "--format", "json"],
         cwd=ROOT,
@@ -50,6 +58,11 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], 
     assert done.returncode == 0, done.stderr
     config: dict[str, Any] = json.loads(done.stdout)
     return values, config
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], dict[str, Any]]:
+    return render(tmp_path_factory)
 
 
 def distinct_value(number: int, name: str) -> str:
@@ -115,5 +128,20 @@ def test_every_compose_variable_lands_where_it_is_documented(
     assert values["GRACEFUL_TIMEOUT"] in app["command"], "GRACEFUL_TIMEOUT never reaches Hypercorn"
     for port in ("HTTP_PORT", "HTTPS_PORT"):
         assert (values["PUBLISH_ADDRESS"], int(values[port])) in published, port
-    followed = SETTINGS.keys() | CADDY_VARIABLES | landed.keys() | {"GRACEFUL_TIMEOUT"}
+    followed = (
+        SETTINGS.keys()
+        | CADDY_VARIABLES
+        | landed.keys()
+        | {"GRACEFUL_TIMEOUT"}
+        | OBSERVABILITY_VARIABLES
+    )
     assert EXAMPLE.keys() - followed == {"PUBLISH_ADDRESS"}, "a documented variable no test follows"
+
+
+def test_prometheus_is_published_on_loopback_only(tmp_path_factory: pytest.TempPathFactory) -> None:
+    values, config = render(tmp_path_factory, "compose.observability.yaml")
+    prometheus = config["services"]["prometheus"]
+    published = [(port["host_ip"], port["published"]) for port in prometheus["ports"]]
+    assert published == [("127.0.0.1", values["PROMETHEUS_PORT"])]
+    # Where Caddy's internal listener and every replica are (prometheus/prometheus.yml).
+    assert set(prometheus["networks"]) == {"edge"}

@@ -14,6 +14,7 @@ from testcontainers.community.postgres import PostgresContainer
 
 from service.main import create_app
 from tests.unit.conftest import POSTGRES_IMAGE, make_settings, run_lifespan
+from tests.unit.test_metrics import until_metric
 
 
 def free_port() -> int:
@@ -62,6 +63,7 @@ async def test_database_outage_is_503_and_recovers_without_restart(
     await asyncio.to_thread(own_postgres.get_wrapped_container().stop, timeout=10)
 
     not_ready = await until_status(outage_client, "/readyz", 503)
+    await until_metric(outage_client, "app_ready 0.0")  # what the alert rules see
     assert not_ready.headers["content-type"] == "application/problem+json"
     for _ in range(3):  # the first calls meet broken pooled connections, later ones refusal
         down = await outage_client.get(item_url)
@@ -76,6 +78,7 @@ async def test_database_outage_is_503_and_recovers_without_restart(
     await asyncio.to_thread(own_postgres.get_wrapped_container().start)
 
     await until_status(outage_client, "/readyz", 200)
+    await until_metric(outage_client, "app_ready 1.0")
     assert (await outage_client.get(item_url)).json()["name"] == "before"
     after = await outage_client.post("/items", json={"name": "after", "price_cents": 1})
     assert after.status_code == 201
