@@ -19,7 +19,7 @@ import yaml
 from tests.integration.stack import Stack, eventually
 from tests.project import ROOT
 
-PROMETHEUS_PORT = 63090
+PROMETHEUS_PORT = 61090
 TEST_INTERVAL = "1s"
 TEST_FOR = "5s"
 REPLICAS = 2
@@ -54,8 +54,8 @@ def stack(stack_workdir: Path) -> Iterator[Stack]:
     workdir = stack_workdir / "alerts"
     workdir.mkdir()
     overrides = {
-        "HTTP_PORT": "63080",
-        "HTTPS_PORT": "63443",
+        "HTTP_PORT": "61080",
+        "HTTPS_PORT": "61443",
         "PROMETHEUS_PORT": str(PROMETHEUS_PORT),
         "APP_REPLICAS": str(REPLICAS),
     }
