@@ -90,6 +90,24 @@ def test_every_edge_variable_reaches_caddy(rendered: tuple[dict[str, str], dict[
         assert proxy["environment"].get(name) == values[name], f"{name} never reaches Caddy"
 
 
+# OpenTelemetry's own variables, read by Caddy's SDK and the app's (service/tracing.py).
+OTEL_VARIABLES = {name for name in EXAMPLE if name.startswith("OTEL_")}
+
+
+def test_every_otel_variable_reaches_caddy_and_the_app(
+    rendered: tuple[dict[str, str], dict[str, Any]],
+) -> None:
+    values, config = rendered
+    proxy, app = config["services"]["proxy"], config["services"]["app"]
+    assert {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"} <= OTEL_VARIABLES
+    for name in OTEL_VARIABLES - {"OTEL_SERVICE_NAME"}:
+        assert app["environment"].get(name) == values[name], f"{name} never reaches the app"
+        assert proxy["environment"].get(name) == values[name], f"{name} never reaches Caddy"
+    service_name = values["OTEL_SERVICE_NAME"]
+    assert app["environment"]["OTEL_SERVICE_NAME"] == service_name
+    assert proxy["environment"]["OTEL_SERVICE_NAME"] == f"{service_name}-edge"
+
+
 def test_every_compose_variable_lands_where_it_is_documented(
     rendered: tuple[dict[str, str], dict[str, Any]],
 ) -> None:
@@ -115,5 +133,7 @@ def test_every_compose_variable_lands_where_it_is_documented(
     assert values["GRACEFUL_TIMEOUT"] in app["command"], "GRACEFUL_TIMEOUT never reaches Hypercorn"
     for port in ("HTTP_PORT", "HTTPS_PORT"):
         assert (values["PUBLISH_ADDRESS"], int(values[port])) in published, port
-    followed = SETTINGS.keys() | CADDY_VARIABLES | landed.keys() | {"GRACEFUL_TIMEOUT"}
+    followed = (
+        SETTINGS.keys() | CADDY_VARIABLES | OTEL_VARIABLES | landed.keys() | {"GRACEFUL_TIMEOUT"}
+    )
     assert EXAMPLE.keys() - followed == {"PUBLISH_ADDRESS"}, "a documented variable no test follows"
