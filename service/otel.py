@@ -33,6 +33,8 @@ TRACER_NAME = "service"
 # At shutdown, spans still queued get this long to reach the collector (seconds).
 FLUSH_SECONDS = 5.0
 _propagator = TraceContextTextMapPropagator()
+# Regular expressions searched in each request's URL (the ASGI instrumentation's format).
+UNTRACED_PATHS = "/healthz$,/readyz$,/metrics$"
 
 
 class NoOrphanQueries(Sampler):
@@ -122,6 +124,8 @@ class OpenTelemetryTracing:
         middleware: ASGIApp = OpenTelemetryMiddleware(
             RouteSpanName(app),
             tracer_provider=self.provider,
+            # Probes, not traffic: the healthcheck every few seconds, Prometheus's scrapes.
+            excluded_urls=UNTRACED_PATHS,
             # One span per request: no span per ASGI message sent or received.
             exclude_spans=["receive", "send"],
             default_span_details=lambda scope: (scope.get("method", "HTTP"), {}),

@@ -43,6 +43,8 @@ class Stack:
     env: dict[str, str] = field(default_factory=lambda: read_env_file(TEST_ENV))
     overrides: dict[str, str] = field(default_factory=dict)  # on top of env, e.g. other ports
     swarm: bool = False  # deployed as a Swarm stack rather than a compose project
+    # compose.yaml, and overlays on it (paths from the repository's root).
+    compose_files: tuple[str, ...] = ("compose.yaml",)
     # The engine it runs on, for the harness (another host's, tests/integration/hosts.py).
     engine: docker.DockerClient = field(default_factory=docker.from_env)
     compose: DockerCompose = field(init=False)
@@ -55,7 +57,10 @@ class Stack:
             + f"COMPOSE_PROJECT_NAME={self.project}\n"
         )
         self.compose = DockerCompose(
-            ROOT, compose_file_name="compose.yaml", env_file=str(self.env_file), build=True
+            ROOT,
+            compose_file_name=list(self.compose_files),
+            env_file=str(self.env_file),
+            build=True,
         )
         self.ca_file = self.workdir / f"{self.project}-root.crt"
 

@@ -232,8 +232,8 @@ async def test_a_client_traceparent_is_continued_by_the_app(traced: Traced) -> N
     """The app trusts its one upstream, Caddy; what a client sends is the edge's to decide
     (caddy/Caddyfile, EDGE_CLIENT_TRACEPARENT)."""
     sent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    await traced.client.get("/healthz", headers={"traceparent": sent})
-    route = only(traced.spans(), "GET /healthz")
+    await traced.client.get("/whoami", headers={"traceparent": sent})
+    route = only(traced.spans(), "GET /whoami")
     assert format_trace_id(route.context.trace_id) == "0af7651916cd43dd8448eb211c80319c"
     assert route.parent is not None
     assert format_span_id(route.parent.span_id) == "b7ad6b7169203331"
@@ -247,3 +247,10 @@ async def test_sql_parameters_are_recorded_only_when_asked(
         insert = only(traced.spans(), "INSERT")
         assert insert.attributes is not None
         assert "sleep" in str(insert.attributes["db.statement.parameters"])
+
+
+async def test_probes_are_not_traced(traced: Traced) -> None:
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert (await traced.client.get(path)).status_code == 200
+    await traced.client.get("/whoami")
+    assert [span.name for span in traced.spans()] == ["GET /whoami"]
