@@ -50,6 +50,7 @@ def draw(spans: list[Span], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     rows = in_tree_order(spans)
     origin = min(s["start_ns"] for s in spans)
@@ -75,7 +76,7 @@ def draw(spans: list[Span], out: Path) -> None:
     axes.set_xlabel("ms since the first span started")
     traces = sorted({s["trace_id"] for s in spans})
     axes.set_title(f"{len(spans)} spans, {len(traces)} traces: " + ", ".join(t[:8] for t in traces))
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colour[name]) for name in services]
+    handles = [Rectangle((0, 0), 1, 1, color=colour[name]) for name in services]
     axes.legend(handles, services, title="service.name", loc="lower right", fontsize=8)
     axes.set_xlim(right=axes.get_xlim()[1] * 1.35)
     figure.tight_layout()
