@@ -2,11 +2,13 @@
 
 POST /v1/traces takes an ExportTraceServiceRequest (protobuf, optionally gzip), as every
 OTLP/HTTP exporter sends it; GET /spans answers every span received so far as JSON (ids in
-hex, times in ns); DELETE /spans forgets them. Stdlib only, besides opentelemetry-proto.
+hex, times in ns); DELETE /spans forgets them. With KEEP_SPANS=false (a load test) spans are
+decoded and counted but not kept. Stdlib only, besides opentelemetry-proto.
 """
 
 import gzip
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -18,7 +20,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 PORT = 4318
+KEEP_SPANS = os.environ.get("KEEP_SPANS", "true") == "true"
 _spans: list[dict[str, Any]] = []
+_received = 0
 _lock = threading.Lock()
 
 
@@ -79,18 +83,25 @@ class Handler(BaseHTTPRequestHandler):
             body = gzip.decompress(body)
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
+        spans = decode(request)
+        global _received
         with _lock:
-            _spans.extend(decode(request))
+            _received += len(spans)
+            if KEEP_SPANS:
+                _spans.extend(spans)
         self._answer(
             200, "application/x-protobuf", ExportTraceServiceResponse().SerializeToString()
         )
 
     def do_GET(self) -> None:
-        if self.path != "/spans":
-            self.send_error(404)
-            return
         with _lock:
-            body = json.dumps(_spans).encode()
+            if self.path == "/spans":
+                body = json.dumps(_spans).encode()
+            elif self.path == "/count":
+                body = json.dumps(_received).encode()
+            else:
+                self.send_error(404)
+                return
         self._answer(200, "application/json", body)
 
     def do_DELETE(self) -> None:
