@@ -12,6 +12,7 @@ import sys
 import tomllib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -254,3 +255,23 @@ async def test_probes_are_not_traced(traced: Traced) -> None:
         assert (await traced.client.get(path)).status_code == 200
     await traced.client.get("/whoami")
     assert [span.name for span in traced.spans()] == ["GET /whoami"]
+
+
+def test_the_observability_overlay_turns_tracing_on_with_its_ui_on_loopback() -> None:
+    overlay = ["-f", "compose.yaml", "-f", "compose.observability.yaml"]
+    done = subprocess.run(
+        ["docker", "compose", *overlay, "config", "--format", "json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(Path.home())},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    assert [port["host_ip"] for port in services["jaeger"]["ports"]] == ["127.0.0.1"]
+    assert services["proxy"]["environment"]["EDGE_TRACING"] == "on"
+    for name in ("proxy", "app"):
+        endpoint = services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        assert endpoint == "http://jaeger:4318", name
+    assert "edge" in services["jaeger"]["networks"]
