@@ -5,17 +5,14 @@ app can be set: .env.example, service/settings.py and what compose.yaml passes a
 variable; each value must land where its component reads it. Needs the compose plugin, not an
 engine."""
 
-import json
 import re
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from service.settings import ENV_PREFIX, Settings
 from stack_facts import read_env_file
-from tests.project import ROOT
+from tests.project import ROOT, render_compose
 
 EXAMPLE = read_env_file(ROOT / ".env.example")
 CADDY_VARIABLES = set(re.findall(r"\{\$([A-Z_]+)", (ROOT / "caddy" / "Caddyfile").read_text()))
@@ -37,18 +34,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], 
     values = {name: distinct_value(number, name) for number, name in enumerate(EXAMPLE)}
     env_file = tmp_path_factory.mktemp("compose") / "sentinel.env"
     env_file.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
-    compose = ["docker", "compose", "--env-file", str(env_file), "-f", "compose.yaml"]
-    done = subprocess.run(
-        [*compose, "config", "--format", "json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        # Only the env file speaks: none of the caller's APP_* or compose variables.
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(Path.home())},
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    config: dict[str, Any] = json.loads(done.stdout)
+    config = render_compose("compose.yaml", env_file=env_file)
     return values, config
 
 

@@ -12,7 +12,6 @@ import sys
 import tomllib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -27,7 +26,7 @@ from service.logs import JsonFormatter
 from service.main import create_app
 from service.otel import NoOrphanQueries, OpenTelemetryTracing
 from service.tracing import tracing_requested
-from tests.project import ROOT
+from tests.project import ROOT, render_compose
 from tests.unit.conftest import make_settings, run_lifespan
 
 RECEIVER_DOCKERFILE = ROOT / "tests" / "integration" / "otlp_receiver" / "Dockerfile"
@@ -258,17 +257,7 @@ async def test_probes_are_not_traced(traced: Traced) -> None:
 
 
 def test_the_observability_overlay_turns_tracing_on_with_its_ui_on_loopback() -> None:
-    overlay = ["-f", "compose.yaml", "-f", "compose.observability.yaml"]
-    done = subprocess.run(
-        ["docker", "compose", *overlay, "config", "--format", "json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(Path.home())},
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    services = json.loads(done.stdout)["services"]
+    services = render_compose("compose.yaml", "compose.observability.yaml")["services"]
     assert [port["host_ip"] for port in services["jaeger"]["ports"]] == ["127.0.0.1"]
     assert services["proxy"]["environment"]["EDGE_TRACING"] == "on"
     for name in ("proxy", "app"):
