@@ -30,6 +30,7 @@ from service.metrics import Metrics
 from service.services.idempotency import purge_expired
 from service.services.readiness import unready_reason
 from service.settings import Settings
+from service.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,26 @@ class Runtime:
     metrics: Metrics
     draining: Draining
     turns: Turns  # the pool, for requests
+    tracing: Tracing
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
+    tracing: Tracing = app.state.tracing
+    tracing.start()
+    try:
+        async with _serving(app, settings, metrics, tracing):
+            yield
+    finally:
+        await tracing.stop()
+
+
+@asynccontextmanager
+async def _serving(
+    app: FastAPI, settings: Settings, metrics: Metrics, tracing: Tracing
+) -> AsyncIterator[None]:
     reachability = Reachability()
     async with open_pool(settings, reachability) as pool:
         await apply_migrations(settings)
@@ -61,7 +76,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.handlers,
             metrics,
             app.state.draining,
-            Turns(pool, settings.db_pool_max_size, reachability, settings.db_connect_timeout),
+            Turns(
+                pool,
+                settings.db_pool_max_size,
+                reachability,
+                settings.db_connect_timeout,
+                tracing.acquire_span,
+            ),
+            tracing,
         )
         app.state.runtime = runtime
         metrics.watch_pool(pool)
@@ -111,6 +133,7 @@ def _background(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
             runtime.handlers,
             settings,
             runtime.metrics,
+            runtime.tracing,
         )
         tasks[worker.name] = worker.run
     return tasks

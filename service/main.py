@@ -17,12 +17,14 @@ from service.logs import configure_logging
 from service.metrics import Metrics
 from service.middleware import RequestBodyGuard, RequestContextMiddleware, TrustedProxy
 from service.settings import Settings
+from service.tracing import Tracing, from_environment
 
 
 def create_api(
     settings: Settings | None = None,
     handlers: Mapping[str, JobHandler] | None = None,
     draining: Draining | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
@@ -35,6 +37,7 @@ def create_api(
     api.state.handlers = handlers if handlers is not None else DEFAULT_HANDLERS
     api.state.metrics = Metrics()
     api.state.draining = draining if draining is not None else Draining()
+    api.state.tracing = tracing if tracing is not None else from_environment(settings)
     install_error_handlers(api, settings.retry_after_seconds)
     api.include_router(router)
     install_openapi(api, api.state.handlers)
@@ -45,20 +48,23 @@ def create_app(
     settings: Settings | None = None,
     handlers: Mapping[str, JobHandler] | None = None,
     draining: Draining | None = None,
+    tracing: Tracing | None = None,
 ) -> ASGIApp:
     """The whole ASGI app as served: the API inside request context and the proxy fix.
 
     TrustedProxy must wrap everything so that every layer sees the real client: it trusts
     exactly one hop (Caddy) for X-Forwarded-For/-Proto/-Host. `draining` is shared
     with whoever decides when the app drains (service/server.py); by default the lifespan
-    shutdown alone starts it.
+    shutdown alone starts it. `tracing` defaults to what the OTEL_* variables ask
+    (service/tracing.py); its server span is outermost but for the proxy fix, so that every
+    log line of a request, the access line too, carries the span's ids.
     """
-    api = create_api(settings, handlers, draining)
+    api = create_api(settings, handlers, draining, tracing)
     guarded = RequestBodyGuard(api, api.state.settings.request_body_timeout)
     context = RequestContextMiddleware(guarded, api.state.metrics, api.state.settings.access_log)
     # Outermost but for the proxy fix: every response passes through it.
     closing = CloseWhileDraining(context, api.state.draining)
-    return TrustedProxy(closing)
+    return TrustedProxy(api.state.tracing.wrap(closing))
 
 
 # For `hypercorn service.main:app` (compose.dev.yaml's reloading worker): no lame duck there,

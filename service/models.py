@@ -105,6 +105,7 @@ class ClaimedJob(BaseModel):
     payload: dict[str, Any]
     attempts: int
     max_attempts: int
+    traceparent: str | None = None  # of the request that enqueued it, when traced
 
 
 # --- idempotency -------------------------------------------------------------------------------

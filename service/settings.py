@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Expired Idempotency-Key responses are deleted this often, s."
     )
 
+    trace_sql_parameters: bool = Field(
+        False,
+        description="With tracing on (OTEL_EXPORTER_OTLP_ENDPOINT), SQL spans also record the "
+        "statements' parameters (they may hold personal data).",
+    )
+
     supervisor_max_backoff: float = Field(30.0, gt=0, description="Crashed task restart cap, s.")
     stats_interval: float = Field(
         5.0, gt=0, description="Queue-depth and backup gauges refresh, seconds."

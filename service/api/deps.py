@@ -37,7 +37,11 @@ async def get_item_service(connection: ConnectionDep) -> ItemService:
 
 async def get_job_service(runtime: RuntimeDep) -> JobService:
     return JobService(
-        runtime.turns, runtime.settings.db_acquire_timeout, runtime.events, runtime.handlers
+        runtime.turns,
+        runtime.settings.db_acquire_timeout,
+        runtime.events,
+        runtime.handlers,
+        runtime.tracing,
     )
 
 

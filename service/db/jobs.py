@@ -21,13 +21,19 @@ RETRY_BACKOFF_CAP_SECONDS = 300
 
 
 async def insert(
-    connection: Connection | Pool, kind: str, payload: dict[str, Any], max_attempts: int
+    connection: Connection | Pool,
+    kind: str,
+    payload: dict[str, Any],
+    max_attempts: int,
+    traceparent: str | None = None,
 ) -> Job:
     row = await connection.fetchrow(
-        f"INSERT INTO jobs (kind, payload, max_attempts) VALUES ($1, $2, $3) RETURNING {COLUMNS}",
+        "INSERT INTO jobs (kind, payload, max_attempts, traceparent) VALUES ($1, $2, $3, $4) "
+        f"RETURNING {COLUMNS}",
         kind,
         payload,
         max_attempts,
+        traceparent,
     )
     assert row is not None
     return Job(**row)
@@ -55,7 +61,8 @@ async def claim(pool: Pool, owner: str, lease_seconds: float) -> ClaimedJob | No
                         lease_expires_at = now() + make_interval(secs => $2),
                         updated_at = now()
         FROM next WHERE jobs.id = next.id
-        RETURNING jobs.id, jobs.kind, jobs.payload, jobs.attempts, jobs.max_attempts
+        RETURNING jobs.id, jobs.kind, jobs.payload, jobs.attempts, jobs.max_attempts,
+                  jobs.traceparent
         """,
         owner,
         lease_seconds,

@@ -5,7 +5,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager, nullcontext
 from typing import Any
 
 import asyncpg
@@ -161,9 +161,15 @@ class Turns:
     milliseconds, and the turns do not fill up with requests that cannot be served."""
 
     def __init__(
-        self, pool: Pool, size: int, reachability: Reachability, connect_timeout: float
+        self,
+        pool: Pool,
+        size: int,
+        reachability: Reachability,
+        connect_timeout: float,
+        acquire_span: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         self.pool = pool
+        self._acquire_span = acquire_span  # a span around the wait, when traced
         self._turns = asyncio.Semaphore(size)  # FIFO: a release wakes the longest waiter
         self._reachability = reachability
         self._connect_timeout = connect_timeout
@@ -181,19 +187,19 @@ class Turns:
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + within
-            async with asyncio.timeout_at(deadline):
-                await self._turns.acquire()
-            try:
-                # A connection being made keeps its own timeout, so that its failure (not the
-                # acquire's) is what tells the Reachability that Postgres is away.
-                bound = max(deadline - loop.time(), 0.0) + self._connect_timeout
-                async with self.pool.acquire(timeout=bound) as connection:
-                    if probe:
-                        self._reachability.reachable = True  # the pool still had one
-                        self._probing, probe = False, False
-                    yield connection
-            finally:
-                self._turns.release()
+            async with AsyncExitStack() as held:
+                with self._acquire_span():  # the wait: for a turn, then for a connection
+                    async with asyncio.timeout_at(deadline):
+                        await self._turns.acquire()
+                    held.callback(self._turns.release)
+                    # A connection being made keeps its own timeout, so that its failure (not
+                    # the acquire's) is what tells the Reachability that Postgres is away.
+                    bound = max(deadline - loop.time(), 0.0) + self._connect_timeout
+                    connection = await held.enter_async_context(self.pool.acquire(timeout=bound))
+                if probe:
+                    self._reachability.reachable = True  # the pool still had one
+                    self._probing, probe = False, False
+                yield connection
         finally:
             if probe:
                 self._probing = False

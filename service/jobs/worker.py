@@ -20,6 +20,7 @@ from service.jobs.handlers import JobHandler
 from service.metrics import Metrics
 from service.models import ClaimedJob
 from service.settings import Settings
+from service.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,9 @@ class Worker:
         handlers: Mapping[str, JobHandler],
         settings: Settings,
         metrics: Metrics,
+        tracing: Tracing,
     ) -> None:
+        self._tracing = tracing
         self.name = name
         self._pool = pool
         self._events = events
@@ -51,7 +54,8 @@ class Worker:
             if job is None:
                 await self._events.wait_for_work(self._settings.job_poll_interval)
                 continue
-            await self.process(job)
+            with self._tracing.job_span(job):
+                await self.process(job)
 
     async def process(self, job: ClaimedJob) -> None:
         context = {"job_id": str(job.id), "kind": job.kind, "attempt": job.attempts}

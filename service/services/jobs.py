@@ -19,6 +19,7 @@ from service.jobs.events import JobEvents
 from service.jobs.handlers import JobHandler
 from service.models import FieldError, Job, JobCreate
 from service.services.errors import InvalidInput, NotFound
+from service.tracing import Tracing
 
 FINISHED = frozenset({"done", "failed"})
 # Long-polls re-read the job at least this often, in case a notification was missed.
@@ -32,7 +33,9 @@ class JobService:
         acquire_timeout: float,
         events: JobEvents,
         handlers: Mapping[str, JobHandler],
+        tracing: Tracing,
     ) -> None:
+        self._tracing = tracing
         self._turns = turns
         self._acquire_timeout = acquire_timeout
         self._events = events
@@ -59,7 +62,11 @@ class JobService:
                 ]
             ) from None
         return await queries.insert(
-            connection, request.kind, payload.model_dump(mode="json"), request.max_attempts
+            connection,
+            request.kind,
+            payload.model_dump(mode="json"),
+            request.max_attempts,
+            self._tracing.traceparent(),
         )
 
     async def get(self, job_id: UUID) -> Job:

@@ -5,17 +5,14 @@ app can be set: .env.example, service/settings.py and what compose.yaml passes a
 variable; each value must land where its component reads it. Needs the compose plugin, not an
 engine."""
 
-import json
 import re
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from service.settings import ENV_PREFIX, Settings
 from stack_facts import read_env_file
-from tests.project import ROOT
+from tests.project import ROOT, render_compose
 
 EXAMPLE = read_env_file(ROOT / ".env.example")
 CADDY_VARIABLES = set(re.findall(r"\{\$([A-Z_]+)", (ROOT / "caddy" / "Caddyfile").read_text()))
@@ -43,20 +40,7 @@ def render(
     values = {name: distinct_value(number, name) for number, name in enumerate(EXAMPLE)}
     env_file = tmp_path_factory.mktemp("compose") / "sentinel.env"
     env_file.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
-    compose = ["docker", "compose", "--env-file", str(env_file), "-f", "compose.yaml"]
-    for overlay in overlays:
-        compose += ["-f", overlay]
-    done = subprocess.run(
-        [*compose, "config", "--format", "json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        # Only the env file speaks: none of the caller's APP_* or compose variables.
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(Path.home())},
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    config: dict[str, Any] = json.loads(done.stdout)
+    config = render_compose("compose.yaml", *overlays, env_file=env_file)
     return values, config
 
 
@@ -103,6 +87,24 @@ def test_every_edge_variable_reaches_caddy(rendered: tuple[dict[str, str], dict[
         assert proxy["environment"].get(name) == values[name], f"{name} never reaches Caddy"
 
 
+# OpenTelemetry's own variables, read by Caddy's SDK and the app's (service/tracing.py).
+OTEL_VARIABLES = {name for name in EXAMPLE if name.startswith("OTEL_")}
+
+
+def test_every_otel_variable_reaches_caddy_and_the_app(
+    rendered: tuple[dict[str, str], dict[str, Any]],
+) -> None:
+    values, config = rendered
+    proxy, app = config["services"]["proxy"], config["services"]["app"]
+    assert {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"} <= OTEL_VARIABLES
+    for name in OTEL_VARIABLES - {"OTEL_SERVICE_NAME"}:
+        assert app["environment"].get(name) == values[name], f"{name} never reaches the app"
+        assert proxy["environment"].get(name) == values[name], f"{name} never reaches Caddy"
+    service_name = values["OTEL_SERVICE_NAME"]
+    assert app["environment"]["OTEL_SERVICE_NAME"] == service_name
+    assert proxy["environment"]["OTEL_SERVICE_NAME"] == f"{service_name}-edge"
+
+
 def test_every_compose_variable_lands_where_it_is_documented(
     rendered: tuple[dict[str, str], dict[str, Any]],
 ) -> None:
@@ -131,6 +133,7 @@ def test_every_compose_variable_lands_where_it_is_documented(
     followed = (
         SETTINGS.keys()
         | CADDY_VARIABLES
+        | OTEL_VARIABLES
         | landed.keys()
         | {"GRACEFUL_TIMEOUT"}
         | OBSERVABILITY_VARIABLES

@@ -14,7 +14,12 @@ from service.main import create_app
 from service.settings import Settings
 from tests.unit.conftest import make_settings, run_lifespan
 
-MIGRATIONS = ["0001_items.sql", "0002_jobs.sql", "0003_idempotency_keys.sql"]
+MIGRATIONS = [
+    "0001_items.sql",
+    "0002_jobs.sql",
+    "0003_idempotency_keys.sql",
+    "0004_jobs_traceparent.sql",
+]
 
 
 async def test_replicas_starting_together_apply_migrations_once(database_url: str) -> None:

@@ -17,10 +17,11 @@ from service.jobs.worker import Worker
 from service.metrics import Metrics
 from service.models import ClaimedJob
 from service.settings import Settings
+from service.tracing import NoTracing
 
 
 def make_worker(pool: Pool, settings: Settings, name: str = "test-worker") -> Worker:
-    return Worker(name, pool, JobEvents(), DEFAULT_HANDLERS, settings, Metrics())
+    return Worker(name, pool, JobEvents(), DEFAULT_HANDLERS, settings, Metrics(), NoTracing())
 
 
 async def job_row(pool: Pool, job_id: UUID) -> dict[str, object]:
