@@ -36,9 +36,7 @@ Span = dict[str, Any]
 
 @pytest.fixture(scope="module")
 def traced(stack_workdir: Path) -> Iterator[Stack]:
-    stack = Stack(
-        "service-trace", stack_workdir, overrides=TRACED, overlays=(OVERLAY,)
-    )
+    stack = Stack("service-trace", stack_workdir, overrides=TRACED, overlays=(OVERLAY,))
     with stack.running() as running:
         yield running
 
