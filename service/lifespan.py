@@ -28,6 +28,7 @@ from service.jobs.supervisor import supervise
 from service.jobs.worker import Worker
 from service.metrics import Metrics
 from service.services.idempotency import purge_expired
+from service.services.ratelimit import Kind, Policy, RateLimits
 from service.services.readiness import unready_reason
 from service.settings import Settings
 from service.tracing import Tracing
@@ -47,6 +48,7 @@ class Runtime:
     draining: Draining
     turns: Turns  # the pool, for requests
     tracing: Tracing
+    rate_limits: RateLimits
 
 
 @asynccontextmanager
@@ -84,6 +86,7 @@ async def _serving(
                 tracing.acquire_span,
             ),
             tracing,
+            _rate_limits(settings),
         )
         app.state.runtime = runtime
         metrics.watch_pool(pool)
@@ -104,6 +107,16 @@ async def _serving(
         log.info("shutdown: background tasks stopped")
         metrics.unwatch_pool()
     log.info("shutdown complete")
+
+
+def _rate_limits(settings: Settings) -> RateLimits:
+    reads = Policy("reads", settings.rate_limit_reads_per_second, settings.rate_limit_read_burst)
+    writes = Policy(
+        "writes", settings.rate_limit_writes_per_second, settings.rate_limit_write_burst
+    )
+    policies: dict[Kind, Policy] = {"read": reads, "write": writes}
+    enabled = policies if settings.rate_limits else None
+    return RateLimits(enabled, settings.rate_limit_max_identities)
 
 
 def _background(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:

@@ -10,6 +10,7 @@ from starlette.types import ASGIApp
 from service.api import router
 from service.api.errors import install_error_handlers
 from service.api.openapi import install_openapi
+from service.api.ratelimit import install as install_rate_limits
 from service.draining import CloseWhileDraining, Draining
 from service.jobs.handlers import DEFAULT_HANDLERS, JobHandler
 from service.lifespan import lifespan
@@ -39,6 +40,7 @@ def create_api(
     api.state.draining = draining if draining is not None else Draining()
     api.state.tracing = tracing if tracing is not None else from_environment(settings)
     install_error_handlers(api, settings.retry_after_seconds)
+    install_rate_limits(api)
     api.include_router(router)
     install_openapi(api, api.state.handlers)
     return api

@@ -98,6 +98,19 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Expired Idempotency-Key responses are deleted this often, s."
     )
 
+    rate_limits: bool = Field(
+        True, description="Token buckets per API key, or per client address for anonymous reads."
+    )
+    # Per replica: with N replicas behind Caddy's round robin a client gets up to N times these
+    # (README "Rate limits" says why they are not shared).
+    rate_limit_reads_per_second: float = Field(20.0, gt=0, description="Reads (GET, HEAD).")
+    rate_limit_read_burst: int = Field(40, ge=1, description="Reads at once, after a pause.")
+    rate_limit_writes_per_second: float = Field(5.0, gt=0, description="Every other method.")
+    rate_limit_write_burst: int = Field(10, ge=1, description="Writes at once, after a pause.")
+    rate_limit_max_identities: int = Field(
+        100_000, ge=1, description="Remembered at once; past it the least recently seen goes."
+    )
+
     trace_sql_parameters: bool = Field(
         False,
         description="With tracing on (OTEL_EXPORTER_OTLP_ENDPOINT), SQL spans also record the "

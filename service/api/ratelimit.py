@@ -1,0 +1,102 @@
+"""Rate limits over HTTP: `enforce` admits a request or raises `RateLimited` (a 429 problem
+with Retry-After), and every limited response carries the RateLimit and RateLimit-Policy
+headers of draft-ietf-httpapi-ratelimit-headers-10 (structured fields: a policy's name with
+`q`/`w`, its current state with `r`/`t`).
+
+The auth dependency calls `enforce` once it knows who is asking; the headers are added by a
+pure ASGI middleware from the decision `enforce` leaves in the request's state, so that the
+route's own response, an error's problem and the 429 all get them.
+"""
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.errors import problem
+from service.lifespan import Runtime
+from service.models import Problem
+from service.services.ratelimit import Decision, Kind
+
+# Where `enforce` leaves its decision: the request's state (Starlette's request.state).
+_DECISION = "rate_limit"
+
+# The 429 of every limited route, for the OpenAPI document.
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": Problem,
+        "description": "Over the rate limit of this key (or address, for anonymous reads).",
+        "headers": {
+            "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}},
+            "RateLimit": {"description": "draft-ietf-httpapi-ratelimit-headers: r, t."},
+            "RateLimit-Policy": {"description": "draft-ietf-httpapi-ratelimit-headers: q, w."},
+        },
+    }
+}
+
+
+class RateLimited(Exception):
+    """A request over its limit: answered 429 with Retry-After."""
+
+    def __init__(self, decision: Decision) -> None:
+        assert decision.policy is not None
+        name, seconds = decision.policy.name, decision.retry_after
+        super().__init__(f"over the {name} limit: retry in {seconds} s")
+        self.decision = decision
+
+
+def enforce(request: Request, identity: str, kind: Kind) -> None:
+    """Takes one token from `identity`'s bucket for `kind`, or raises RateLimited. Sync and
+    without I/O: it runs inside the auth dependency, on the event loop."""
+    runtime: Runtime = request.app.state.runtime
+    decision = runtime.rate_limits.admit(identity, kind)
+    setattr(request.state, _DECISION, decision)
+    if not decision.admitted:
+        raise RateLimited(decision)
+
+
+def headers(decision: Decision) -> list[tuple[bytes, bytes]]:
+    """The draft's two fields for one decision; none when rate limits are off."""
+    policy = decision.policy
+    if policy is None:
+        return []
+    name = f'"{policy.name}"'
+    return [
+        (b"ratelimit-policy", f"{name};q={policy.burst};w={policy.window}".encode()),
+        (b"ratelimit", f"{name};r={decision.remaining};t={decision.reset}".encode()),
+    ]
+
+
+class RateLimitHeaders:
+    """Adds the RateLimit headers to the response of every request that `enforce` saw."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # Shared with request.state, whichever copies of the scope the layers below make.
+        state: dict[str, Any] = scope.setdefault("state", {})
+
+        async def send_with_headers(message: Message) -> None:
+            decision = state.get(_DECISION)
+            if message["type"] == "http.response.start" and decision is not None:
+                message["headers"] = [*message.get("headers", []), *headers(decision)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def install(app: FastAPI) -> None:
+    """The 429 problem and the headers middleware."""
+
+    async def rate_limited(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RateLimited)
+        retry_after = {"Retry-After": str(error.decision.retry_after)}
+        return problem(request, 429, str(error), headers=retry_after)
+
+    app.add_exception_handler(RateLimited, rate_limited)
+    app.add_middleware(RateLimitHeaders)
