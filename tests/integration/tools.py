@@ -32,9 +32,17 @@ class Tools:
         assert done.returncode == 0, done.stderr
         return cls(done.stdout.strip())
 
-    def run(self, stack: Stack, *command: str, timeout: float = 60, check: bool = True) -> str:
-        """Runs a client to completion; its standard output (it must exit 0 if `check`)."""
-        docker = ["docker", "run", "--rm", "--network", "host"]
+    def run(
+        self,
+        stack: Stack,
+        *command: str,
+        timeout: float = 60,
+        check: bool = True,
+        network: str = "host",
+    ) -> str:
+        """Runs a client to completion; its standard output (it must exit 0 if `check`).
+        `network`: the host's, or one of the stack's (a client with an address of its own)."""
+        docker = ["docker", "run", "--rm", "--network", network]
         mount = ["--volume", f"{stack.ca_file}:{CA_IN_TOOLS}:ro"]
         done = subprocess.run(
             [*docker, *mount, self.image, *command],
