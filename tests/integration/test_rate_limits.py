@@ -163,9 +163,8 @@ def test_a_flood_from_one_key_is_held_to_the_limit_and_others_are_served(
         time.sleep(3)  # its latencies before the flood
         flood, anonymous, started = asyncio.run(_flood_and_read(limited_stack, key))
         ended = time.monotonic()
-    print(
-        f"flood: {_latencies([a.seconds for a in flood])}, {len(flood) / FLOOD_SECONDS:.0f} requests/s"
-    )
+    offered = len(flood) / FLOOD_SECONDS
+    print(f"flood: {_latencies([a.seconds for a in flood])}, {offered:.0f} requests/s")
 
     assert [a for a in flood if a.status is None or a.status >= 500] == []
     refused = [a for a in flood if a.status == 429]
