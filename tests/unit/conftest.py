@@ -58,6 +58,8 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "job_lease_seconds": 3.0,
         "db_startup_deadline": 10.0,
         "stats_interval": 0.5,
+        # Tests send requests far faster than any caller may: test_rate_limits.py turns them on.
+        "rate_limits": False,
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]

@@ -159,14 +159,14 @@ async def _serving(api: FastAPI) -> AsyncIterator[Callable[..., httpx.AsyncClien
         yield client
 
 
-def _api(database_url: str, **overrides: object) -> FastAPI:
+def _api(database_url: str, rate_limits: bool = True) -> FastAPI:
     settings = make_settings(
         database_url,
+        rate_limits=rate_limits,
         rate_limit_reads_per_second=1.0,
         rate_limit_read_burst=3,
         rate_limit_writes_per_second=0.25,
         rate_limit_write_burst=2,
-        **overrides,
     )
     api = create_api(settings)
     api.include_router(limited_router)
