@@ -40,7 +40,7 @@ def create_api(
     api.state.tracing = tracing if tracing is not None else from_environment(settings)
     install_error_handlers(api, settings.retry_after_seconds)
     api.include_router(router)
-    install_openapi(api, api.state.handlers)
+    install_openapi(api, api.state.handlers, settings.public_reads)
     return api
 
 
