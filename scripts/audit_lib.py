@@ -110,13 +110,13 @@ class Snapshot:
     version: str
     as_of: datetime.datetime
     records: list[OsvRecord]
-    unconvertible: list[str]  # advisory ids with a spec OSV cannot express
+    refused: list[str]  # "id spec": specs that no OSV range expresses, left out
 
     def describe(self) -> str:
         return (
             f"{SNAPSHOT_PACKAGE} {self.version} ({SNAPSHOT_LICENSE}), advisories as of "
             f"{self.as_of:%Y-%m-%d}: {len(self.records):,} advisories"
-            f" ({len(self.unconvertible)} with a spec OSV cannot express, left out)"
+            f" ({len(self.refused)} specs no OSV range expresses left out)"
         )
 
 
@@ -137,35 +137,45 @@ def load_snapshot(path: Path, version: str = SNAPSHOT_VERSION) -> Snapshot:
     data: dict[str, Any] = json.loads(path.read_text())
     meta = data.pop("$meta")
     as_of = datetime.datetime.fromtimestamp(meta["timestamp"], datetime.UTC)
-    records, unconvertible = [], []
+    records: list[OsvRecord] = []
+    refused: list[str] = []
     for name, advisories in data.items():
         for advisory in advisories:
-            try:
-                records.append(to_osv(name, advisory, as_of))
-            except UnconvertibleSpecError:
-                unconvertible.append(advisory["id"])
-    return Snapshot(version, as_of, records, unconvertible)
+            record = to_osv(name, advisory, as_of, refused)
+            if record is not None:
+                records.append(record)
+    return Snapshot(version, as_of, records, refused)
 
 
 class UnconvertibleSpecError(ValueError):
     pass
 
 
-def to_osv(name: str, advisory: Mapping[str, Any], as_of: datetime.datetime) -> OsvRecord:
-    """One safety-db advisory as an OSV record: its specs become ranges and versions."""
-    ranges, versions = [], []
+def to_osv(
+    name: str, advisory: Mapping[str, Any], as_of: datetime.datetime, refused: list[str]
+) -> OsvRecord | None:
+    """One safety-db advisory as an OSV record: its specs become ranges and versions. Specs
+    that cannot be converted go to `refused`; without any other, there is no record."""
+    ranges, versions, converted = [], [], []
     for spec in advisory["specs"]:
-        events, listed = spec_to_osv(spec)
+        try:
+            events, listed = spec_to_osv(spec)
+        except UnconvertibleSpecError:
+            refused.append(f"{advisory['id']} {spec}")
+            continue
+        converted.append(spec)
         if events:
             ranges.append({"type": "ECOSYSTEM", "events": events})
         versions.extend(listed)
+    if not converted:
+        return None
     text: str = advisory["advisory"]
     cves = [cve.strip() for cve in (advisory["cve"] or "").split(",") if cve.strip()]
     affected: dict[str, Any] = {
         "package": {"ecosystem": "PyPI", "name": canonicalize_name(name)},
         "ranges": ranges,
         "versions": versions,
-        "database_specific": {"specs": advisory["specs"]},
+        "database_specific": {"specs": converted},
     }
     return {
         "schema_version": "1.6.0",
@@ -191,7 +201,8 @@ def spec_to_osv(spec: str) -> tuple[list[dict[str, str]], list[str]]:
 
     `>X` becomes `introduced: X`, which also flags X itself: OSV's lower bound is inclusive,
     and flagging one release too many is the safe side. A spec with two lower or two upper
-    bounds (or an unparsable version) has no single OSV range: UnconvertibleSpecError.
+    bounds, an empty range (`>=1.6,<1.6-beta-4`: OSV would read it as `>=1.6`) or an
+    unparsable version has no OSV range: UnconvertibleSpecError.
     """
     clauses = [split_clause(part) for part in spec.split(",")]
     if all(op == "==" for op, _ in clauses):
@@ -200,10 +211,13 @@ def spec_to_osv(spec: str) -> tuple[list[dict[str, str]], list[str]]:
     uppers = [(op, v) for op, v in clauses if op in ("<", "<=")]
     if len(lowers) > 1 or len(uppers) > 1 or len(lowers) + len(uppers) != len(clauses):
         raise UnconvertibleSpecError(spec)
-    events = [{"introduced": lowers[0][1] if lowers else "0"}]
+    lower = lowers[0][1] if lowers else "0"
+    events = [{"introduced": lower}]
     if uppers:
-        op, version = uppers[0]
-        events.append({"fixed" if op == "<" else "last_affected": version})
+        op, upper = uppers[0]
+        if Version(upper) < Version(lower) or (op == "<" and Version(upper) == Version(lower)):
+            raise UnconvertibleSpecError(spec)
+        events.append({"fixed" if op == "<" else "last_affected": upper})
     return events, []
 
 
