@@ -110,13 +110,13 @@ class Snapshot:
     version: str
     as_of: datetime.datetime
     records: list[OsvRecord]
-    refused: list[str]  # "id spec": specs that no OSV range expresses, left out
+    refused: list[str]  # "id spec": specs that match no release or do not parse
 
     def describe(self) -> str:
         return (
             f"{SNAPSHOT_PACKAGE} {self.version} ({SNAPSHOT_LICENSE}), advisories as of "
             f"{self.as_of:%Y-%m-%d}: {len(self.records):,} advisories"
-            f" ({len(self.refused)} specs no OSV range expresses left out)"
+            f" ({len(self.refused)} specs that match no release or do not parse, left out)"
         )
 
 
