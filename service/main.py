@@ -42,7 +42,7 @@ def create_api(
     install_error_handlers(api, settings.retry_after_seconds)
     install_rate_limits(api)
     api.include_router(router)
-    install_openapi(api, api.state.handlers)
+    install_openapi(api, api.state.handlers, settings.public_reads)
     return api
 
 

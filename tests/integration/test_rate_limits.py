@@ -72,16 +72,6 @@ def limited_stack(stack_workdir: Path) -> Iterator[Stack]:
         yield running
 
 
-def create_key(stack: Stack, name: str) -> str:
-    """A key made as an operator makes one: the CLI inside an app container."""
-    command = ["python", "-m", "service.keys", "create", "--name", name]
-    command += ["--scope", "items:read", "--scope", "items:write"]
-    result = stack.container("app").exec_run(command, demux=True)
-    stdout: bytes = result.output[0]
-    assert result.exit_code == 0, result.output[1]
-    return stdout.decode().strip().splitlines()[-1]
-
-
 @dataclass(frozen=True)
 class Answer:
     at: float
@@ -129,7 +119,7 @@ async def _flood_and_read(stack: Stack, key: str) -> tuple[list[Answer], list[An
     headers = {"Authorization": f"Bearer {key}"}
     async with (
         stack.async_client(limits=limits, headers=headers) as keyed,
-        stack.async_client() as anonymous,
+        stack.async_client(anonymous=True) as anonymous,
     ):
         await asyncio.gather(*(flooder(keyed) for _ in range(FLOOD_CLIENTS)), reader(anonymous))
     return flood, reads, started
@@ -157,7 +147,7 @@ def _latencies(seconds: list[float]) -> str:
 def test_a_flood_from_one_key_is_held_to_the_limit_and_others_are_served(
     limited_stack: Stack,
 ) -> None:
-    key = create_key(limited_stack, f"flood-{uuid.uuid4().hex[:8]}")
+    key = limited_stack.create_key(f"flood-{uuid.uuid4().hex[:8]}", ("items:read", "items:write"))
     window = -(-WRITE_BURST // WRITES_PER_SECOND)
     with MixedTraffic(limited_stack, clients=OTHER_CLIENTS, pause=OTHER_PAUSE) as other:
         time.sleep(3)  # its latencies before the flood
@@ -210,7 +200,7 @@ def test_anonymous_reads_are_limited_by_the_address_caddy_saw(
     limited_stack: Stack,
 ) -> None:
     tools = Tools.build()
-    with limited_stack.client() as client:
+    with limited_stack.client(anonymous=True) as client:
         host = _whoami(client)
     spoofed = {"X-Forwarded-For": "198.51.100.7", "X-Real-IP": "198.51.100.8"}
     stop = threading.Event()
@@ -220,7 +210,7 @@ def test_anonymous_reads_are_limited_by_the_address_caddy_saw(
         """Keeps this host's bucket empty: 8 readers at once, as fast as answered."""
 
         async def run() -> None:
-            async with limited_stack.async_client() as anonymous:
+            async with limited_stack.async_client(anonymous=True) as anonymous:
 
                 async def reader() -> None:
                     while not stop.is_set():
@@ -239,7 +229,7 @@ def test_anonymous_reads_are_limited_by_the_address_caddy_saw(
         assert 429 in host_answers, "this host's anonymous reads were never limited"
         # The same host, claiming other addresses: the same bucket (Caddy overwrites
         # X-Forwarded-For and drops X-Real-IP).
-        with limited_stack.client(headers=spoofed) as client:
+        with limited_stack.client(anonymous=True, headers=spoofed) as client:
             assert _whoami(client) == host
             statuses = [client.get("/items?limit=1").status_code for _ in range(20)]
         assert statuses.count(429) >= 10, statuses  # a bucket of its own would admit all 20
