@@ -4,7 +4,7 @@ headers of draft-ietf-httpapi-ratelimit-headers-10 (structured fields: a policy'
 `q`/`w`, its current state with `r`/`t`).
 
 The auth dependency calls `enforce` once it knows who is asking; the headers are added by a
-pure ASGI middleware from the decision `enforce` leaves in the request's state, so that the
+pure ASGI middleware from the decision `enforce` leaves in the request's scope, so that the
 route's own response, an error's problem and the 429 all get them.
 """
 
@@ -19,8 +19,10 @@ from service.lifespan import Runtime
 from service.models import Problem
 from service.services.ratelimit import Decision, Kind
 
-# Where `enforce` leaves its decision: the request's state (Starlette's request.state).
-_DECISION = "rate_limit"
+# The scope key under which RateLimitHeaders gives each request a list, for `enforce` to
+# leave its decision in. Not the scope's "state": servers may share that dict between requests
+# (asgi-lifespan does), and a decision must never answer another request.
+_DECISION = "service.rate_limit"
 
 # The 429 of every limited route, for the OpenAPI document.
 RATE_LIMITED: dict[int | str, dict[str, Any]] = {
@@ -51,7 +53,7 @@ def enforce(request: Request, identity: str, kind: Kind) -> None:
     without I/O: it runs inside the auth dependency, on the event loop."""
     runtime: Runtime = request.app.state.runtime
     decision = runtime.rate_limits.admit(identity, kind)
-    setattr(request.state, _DECISION, decision)
+    request.scope[_DECISION].append(decision)
     if not decision.admitted:
         raise RateLimited(decision)
 
@@ -78,16 +80,15 @@ class RateLimitHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # Shared with request.state, whichever copies of the scope the layers below make.
-        state: dict[str, Any] = scope.setdefault("state", {})
+        # This request's own; the copies of the scope the layers below make share it.
+        decided: list[Decision] = []
 
         async def send_with_headers(message: Message) -> None:
-            decision = state.get(_DECISION)
-            if message["type"] == "http.response.start" and decision is not None:
-                message["headers"] = [*message.get("headers", []), *headers(decision)]
+            if message["type"] == "http.response.start" and decided:
+                message["headers"] = [*message.get("headers", []), *headers(decided[-1])]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        await self.app({**scope, _DECISION: decided}, receive, send_with_headers)
 
 
 def install(app: FastAPI) -> None:

@@ -8,13 +8,15 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Request
+from starlette.types import ASGIApp
 
 from service.api.errors import PROBLEM_JSON
 from service.api.ratelimit import enforce, headers
-from service.main import create_api
+from service.main import create_api, create_app
 from service.services.errors import NotFound
 from service.services.ratelimit import UNLIMITED, Decision, Policy, RateLimits
-from tests.unit.conftest import make_settings, run_lifespan
+from service.settings import Settings
+from tests.unit.conftest import bearer, make_key, make_settings, run_lifespan
 
 READS = Policy("reads", rate=2.0, burst=4)
 WRITES = Policy("writes", rate=0.5, burst=2)
@@ -148,9 +150,9 @@ async def missing() -> None:
 
 
 @asynccontextmanager
-async def _serving(api: FastAPI) -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
+async def _serving(app: ASGIApp) -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
     """The app with its lifespan, and clients of it from one address each."""
-    async with run_lifespan(api) as manager:
+    async with run_lifespan(app) as manager:
 
         def client(address: str = "192.0.2.10") -> httpx.AsyncClient:
             transport = httpx.ASGITransport(manager.app, client=(address, 1234))
@@ -159,16 +161,20 @@ async def _serving(api: FastAPI) -> AsyncIterator[Callable[..., httpx.AsyncClien
         yield client
 
 
-def _api(database_url: str, rate_limits: bool = True) -> FastAPI:
-    settings = make_settings(
+def _settings(database_url: str, rate_limits: bool = True, **overrides: object) -> Settings:
+    return make_settings(
         database_url,
         rate_limits=rate_limits,
         rate_limit_reads_per_second=1.0,
         rate_limit_read_burst=3,
         rate_limit_writes_per_second=0.25,
         rate_limit_write_burst=2,
+        **overrides,
     )
-    api = create_api(settings)
+
+
+def _api(database_url: str, rate_limits: bool = True) -> FastAPI:
+    api = create_api(_settings(database_url, rate_limits))
     api.include_router(limited_router)
     return api
 
@@ -235,3 +241,26 @@ async def test_off_admits_and_sends_no_headers(database_url: str) -> None:
             assert response.status_code == 201
             assert "ratelimit" not in response.headers
             assert "ratelimit-policy" not in response.headers
+
+
+async def test_the_api_limits_each_key_and_each_anonymous_address(database_url: str) -> None:
+    """Through the real `authorize`: a key by its name, an anonymous read by its address."""
+    app = create_app(_settings(database_url, public_reads=True))
+    item = {"name": "limited", "price_cents": 1}
+    async with _serving(app) as client, client() as http:
+        first, second = await make_key(database_url, "first"), await make_key(database_url, "b")
+        statuses = [
+            (await http.post("/items", json={**item, "name": f"i{n}"}, headers=bearer(first)))
+            for n in range(3)
+        ]
+        assert [r.status_code for r in statuses] == [201, 201, 429]
+        assert statuses[-1].headers["ratelimit"] == '"writes";r=0;t=8'
+        other = await http.post("/items", json=item, headers=bearer(second))
+        assert other.status_code == 201
+        assert [(await http.get("/items")).status_code for _ in range(4)] == [200] * 3 + [429]
+        async with client("192.0.2.99") as elsewhere:
+            assert (await elsewhere.get("/items")).status_code == 200
+        # Not authenticated, so not limited: no bucket for a key nobody has.
+        refused = await http.post("/items", json=item)
+        assert refused.status_code == 401
+        assert "ratelimit" not in refused.headers
