@@ -31,8 +31,14 @@ RATE_LIMITED: dict[int | str, dict[str, Any]] = {
         "description": "Over the rate limit of this key (or address, for anonymous reads).",
         "headers": {
             "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}},
-            "RateLimit": {"description": "draft-ietf-httpapi-ratelimit-headers: r, t."},
-            "RateLimit-Policy": {"description": "draft-ietf-httpapi-ratelimit-headers: q, w."},
+            "RateLimit": {
+                "description": 'The bucket, e.g. `"writes";r=<left>;t=<seconds until full>`.',
+                "schema": {"type": "string"},
+            },
+            "RateLimit-Policy": {
+                "description": 'The limit, e.g. `"reads";q=<burst>;w=<seconds to refill>`.',
+                "schema": {"type": "string"},
+            },
         },
     }
 }
