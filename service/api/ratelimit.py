@@ -86,15 +86,17 @@ class RateLimitHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # This request's own; the copies of the scope the layers below make share it.
+        # This request's own. In the scope itself, not a copy: the layers outside read what
+        # the route sets in it (the route, the API key's name; service/middleware.py).
         decided: list[Decision] = []
+        scope[_DECISION] = decided
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start" and decided:
                 message["headers"] = [*message.get("headers", []), *headers(decided[-1])]
             await send(message)
 
-        await self.app({**scope, _DECISION: decided}, receive, send_with_headers)
+        await self.app(scope, receive, send_with_headers)
 
 
 def install(app: FastAPI) -> None:
