@@ -31,6 +31,7 @@ APP_REPLICAS=1
 APP_VERSION=bench-ci
 APP_IMAGE=service:bench-ci
 PROXY_IMAGE=service-proxy:bench-ci
+APP_RATE_LIMITS=false
 """
 SCENARIOS = {"healthz", "item", "create", "create-keyed", "list", "mixed"}
 TARGETS = {
