@@ -29,6 +29,7 @@ document.addEventListener("securitypolicyviolation", (event) => {
 });
 """
 
+# What Chromium reports when a network interface comes or goes (Docker adds them).
 NETWORK_CHANGED = "ERR_NETWORK_CHANGED"
 # "get /items/{item_id}" for each operation Swagger UI drew.
 OPERATIONS = """blocks => blocks.map(block =>
@@ -118,9 +119,11 @@ def show_docs(chromium: str, home: Path, origin: str, visit: Visit) -> None:
             page.goto(f"{origin}/docs", wait_until="networkidle")
             page.wait_for_selector(".opblock-summary-path", timeout=15_000)
             visit.operations = page.eval_on_selector_all(".opblock", OPERATIONS)
+            # Before "Try it out": the response it shows (a date, a request id) would make the
+            # committed picture change with every run.
+            visit.screenshot = page.screenshot(full_page=True)
             visit.tried = try_it_out(page, "/healthz")
             visit.violations = page.evaluate("window.__violations")
-            visit.screenshot = page.screenshot(full_page=True)
         finally:
             browser.close()
 
