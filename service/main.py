@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from service.api import router
+from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.openapi import install_openapi
 from service.api.ratelimit import install as install_rate_limits
@@ -33,6 +34,10 @@ def create_api(
         title="service",
         version=settings.version,
         lifespan=lifespan,
+        # Swagger UI from the app's own files (api/docs.py); ReDoc would need a web worker
+        # from a blob: URL and inline styles, which the edge's CSP forbids.
+        docs_url=None,
+        redoc_url=None,
     )
     api.state.settings = settings
     api.state.handlers = handlers if handlers is not None else DEFAULT_HANDLERS
@@ -43,6 +48,7 @@ def create_api(
     install_rate_limits(api)
     api.include_router(router)
     install_openapi(api, api.state.handlers, settings.public_reads)
+    install_docs(api)
     return api
 
 
