@@ -93,7 +93,10 @@ def project_containers(project: str) -> dict[str, tuple[str, str]]:
         raise BenchError(f"no running container of the compose project {project!r}")
     found = json.loads(docker("inspect", *ids))
     return {
-        c["Name"].lstrip("/"): (c["Config"]["Labels"]["com.docker.compose.service"], c["Config"]["Image"])
+        c["Name"].lstrip("/"): (
+            c["Config"]["Labels"]["com.docker.compose.service"],
+            c["Config"]["Image"],
+        )
         for c in found
     }
 
@@ -117,15 +120,17 @@ def run_bench(pattern: str) -> dict[str, Any]:
         work = Path(scratch) / "bench"
         shutil.copytree(BENCH_DIR, work)
         log = work / "log" / "docker-bench.log"
+        command = ["bash", "docker-bench-security.sh", "-b", "-l", str(log), "-c", SECTIONS]
         done = subprocess.run(
-            ["bash", "docker-bench-security.sh", "-b", "-l", str(log), "-c", SECTIONS, "-i", pattern],
+            [*command, "-i", pattern],
             cwd=work,
             capture_output=True,
             text=True,
         )
         report = Path(f"{log}.json")
         if done.returncode != 0 or not report.exists():
-            raise BenchError(f"docker-bench-security failed ({done.returncode}): {done.stdout[-2000:]}")
+            output = (done.stdout + done.stderr)[-2000:]
+            raise BenchError(f"docker-bench-security failed ({done.returncode}): {output}")
         result: dict[str, Any] = json.loads(report.read_text())
         return result
 
