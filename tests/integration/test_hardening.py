@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from tests.integration.stack import Stack
+from tests.project import render_compose
 
 SECURITY_HEADERS = {
     "strict-transport-security": "max-age=31536000; includeSubDomains",
@@ -43,6 +44,66 @@ def test_app_is_non_root_with_a_read_only_root_filesystem(stack: Stack) -> None:
         assert host_config["ReadonlyRootfs"] is True
         assert host_config["CapDrop"] == ["ALL"]
         assert "no-new-privileges:true" in host_config["SecurityOpt"]
+
+
+# The user each long-running service's processes run as (caddy/Dockerfile, Dockerfile,
+# postgres/Dockerfile; the backup service runs the db image).
+USERS = {"proxy": "10002", "app": "10001", "db": "999", "backup": "999"}
+
+
+def test_no_process_of_any_service_runs_as_root(stack: Stack) -> None:
+    for service, uid in USERS.items():
+        for container in stack.containers(service):
+            # As the host sees them (no user namespaces): every process, PID 1 and its children.
+            processes = container.top(ps_args="-o pid,uid,comm")["Processes"]
+            assert processes, container.name
+            assert {row[1] for row in processes} == {uid}, (container.name, processes)
+            container.reload()
+            assert container.attrs["Config"]["User"] not in ("", "0", "root"), container.name
+
+
+def test_the_non_root_edge_binds_privileged_ports(stack: Stack) -> None:
+    """Production binds 80 and 443 (the tests publish high ports): a second Caddy in the edge
+    container, as its user and with its capabilities, serves on port 80."""
+    probe = (
+        "caddy respond --listen 127.0.0.1:80 bound >/dev/null 2>&1 & pid=$!; "
+        "for _ in 1 2 3 4 5 6 7 8 9 10; do "
+        "wget -qO- http://127.0.0.1:80/ && break; sleep 0.3; done; "
+        "kill $pid"
+    )
+    code, output = stack.exec("proxy", "sh", "-c", probe)
+    assert output.startswith("bound"), (code, output)
+
+
+def test_db_and_backup_have_read_only_root_filesystems(stack: Stack) -> None:
+    for service in ("db", "backup"):
+        for container in stack.containers(service):
+            container.reload()
+            assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True, container.name
+            code, output = container.exec_run(["touch", "/var/lib/postgresql/written"])
+            assert code != 0
+            assert "Read-only file system" in output.decode()
+            # What pgBackRest writes: its locks, and (db) the archive-push spool.
+            assert container.exec_run(["touch", "/tmp/pgbackrest/scratch"]).exit_code == 0
+    db = stack.container("db")
+    assert db.exec_run(["touch", "/var/spool/pgbackrest/scratch"]).exit_code == 0
+    assert stack.psql("SELECT 1") == "1"
+
+
+def test_every_service_has_pids_and_cpu_limits(stack: Stack) -> None:
+    """The limits compose.yaml sets are the ones the engine enforces, and every service has
+    them (docker-bench 5.12 and 5.29)."""
+    config = render_compose("compose.yaml", env_file=stack.env_file)["services"]
+    for service in ("proxy", "app", "db", "backup"):
+        limits = config[service]["deploy"]["resources"]["limits"]
+        assert int(limits["pids"]) > 0, service
+        assert float(limits["cpus"]) > 0, service
+        for container in stack.containers(service):
+            container.reload()
+            host_config = container.attrs["HostConfig"]
+            assert host_config["PidsLimit"] == int(limits["pids"]), container.name
+            assert host_config["NanoCpus"] == int(float(limits["cpus"]) * 1e9), container.name
+    assert int(config["secrets"]["deploy"]["resources"]["limits"]["pids"]) > 0
 
 
 def test_caddy_admin_api_is_closed_from_the_host_and_the_network(stack: Stack) -> None:
