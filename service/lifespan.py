@@ -29,6 +29,7 @@ from service.jobs.supervisor import supervise
 from service.jobs.worker import Worker
 from service.metrics import Metrics
 from service.services.idempotency import purge_expired
+from service.services.keys import Authenticator
 from service.services.readiness import unready_reason
 from service.settings import Settings
 from service.tracing import Tracing
@@ -48,6 +49,7 @@ class Runtime:
     draining: Draining
     turns: Turns  # the pool, for requests
     tracing: Tracing
+    authenticator: Authenticator
 
 
 @asynccontextmanager
@@ -70,6 +72,13 @@ async def _serving(
     reachability = Reachability(Password(settings).connect)
     async with open_pool(settings, reachability) as pool:
         await apply_migrations(settings)
+        turns = Turns(
+            pool,
+            settings.db_pool_max_size,
+            reachability,
+            settings.db_connect_timeout,
+            tracing.acquire_span,
+        )
         runtime = Runtime(
             settings,
             pool,
@@ -77,14 +86,9 @@ async def _serving(
             app.state.handlers,
             metrics,
             app.state.draining,
-            Turns(
-                pool,
-                settings.db_pool_max_size,
-                reachability,
-                settings.db_connect_timeout,
-                tracing.acquire_span,
-            ),
+            turns,
             tracing,
+            Authenticator(turns, settings.db_acquire_timeout, settings.api_key_cache_seconds),
         )
         app.state.runtime = runtime
         metrics.watch_pool(pool)

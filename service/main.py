@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from service.api import router
+from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.openapi import install_openapi
 from service.draining import CloseWhileDraining, Draining
@@ -32,6 +33,10 @@ def create_api(
         title="service",
         version=settings.version,
         lifespan=lifespan,
+        # Swagger UI from the app's own files (api/docs.py); ReDoc would need a web worker
+        # from a blob: URL and inline styles, which the edge's CSP forbids.
+        docs_url=None,
+        redoc_url=None,
     )
     api.state.settings = settings
     api.state.handlers = handlers if handlers is not None else DEFAULT_HANDLERS
@@ -40,7 +45,8 @@ def create_api(
     api.state.tracing = tracing if tracing is not None else from_environment(settings)
     install_error_handlers(api, settings.retry_after_seconds)
     api.include_router(router)
-    install_openapi(api, api.state.handlers)
+    install_openapi(api, api.state.handlers, settings.public_reads)
+    install_docs(api)
     return api
 
 

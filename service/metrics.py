@@ -28,6 +28,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # Keys are made by operators, so the names are few: a bounded label.
+        self.requests_by_api_key = Counter(
+            "http_requests_by_api_key_total",
+            "HTTP requests by API key name (empty: none, or not a valid one) and status.",
+            ["api_key", "status"],
+            registry=self.registry,
+        )
         self.jobs_finished = Counter(
             "jobs_finished_total",
             f"Job runs by kind and outcome ({', '.join(JOB_OUTCOMES)}).",

@@ -17,6 +17,9 @@ from service.metrics import Metrics
 access = logging.getLogger("service.access")
 
 REQUEST_ID_HEADER = b"x-request-id"
+# The ASGI scope key where api/access.py puts the name of the request's valid API key (the
+# scope, not request.state: the scope is this request's own, and this middleware sees it).
+API_KEY_NAME = "service.api_key"
 # Accept the proxy's id when it looks like one; never echo arbitrary client bytes into logs.
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 # Metric labels stay bounded whatever clients send.
@@ -99,19 +102,28 @@ class RequestContextMiddleware:
             method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(elapsed)
+            api_key = scope.get(API_KEY_NAME)
+            self.metrics.requests_by_api_key.labels(api_key or "", str(status)).inc()
             if self.access_log:
-                _log_access(scope, headers.get(b"user-agent"), status, sent, elapsed)
+                _log_access(scope, headers.get(b"user-agent"), status, sent, elapsed, api_key)
             request_id.reset(token)
 
 
 def _log_access(
-    scope: Scope, user_agent: bytes | None, status: int, sent: int, elapsed: float
+    scope: Scope,
+    user_agent: bytes | None,
+    status: int,
+    sent: int,
+    elapsed: float,
+    api_key: str | None,
 ) -> None:
-    """The access line: who (as the trusted proxy saw them), what, the answer, how long. Its
-    request id comes from the log context, like every line of the request."""
+    """The access line: who (as the trusted proxy saw them, and the name of their API key,
+    never the key), what, the answer, how long. Its request id comes from the log context,
+    like every line of the request."""
     client = scope.get("client")
     fields = {
         "client": client[0] if client else None,
+        "api_key": api_key,
         "method": scope["method"],
         "path": scope["path"],  # without the query string, as Hypercorn's line
         "status": status,

@@ -1,6 +1,7 @@
 """Pydantic models: every request body and response the API speaks, and the rows behind them."""
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -119,6 +120,39 @@ class StoredResponse(BaseModel):
 
 class IdempotencyRecord(StoredResponse):
     fingerprint: str
+
+
+# --- API keys ----------------------------------------------------------------------------------
+class Scope(StrEnum):
+    """What a key may do; api/access.py says which route needs which."""
+
+    ITEMS_READ = "items:read"
+    ITEMS_WRITE = "items:write"
+    JOBS_READ = "jobs:read"
+    JOBS_WRITE = "jobs:write"
+
+
+# Shown in access logs and metrics: short, and safe in a label (0005_api_keys.sql checks it too).
+KEY_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+
+
+class ApiKey(BaseModel):
+    """A key as listed: never the key itself, nor its digest."""
+
+    name: str
+    scopes: list[Scope]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class StoredKey(BaseModel):
+    """What authenticating a key needs."""
+
+    digest: bytes
+    name: str
+    scopes: frozenset[Scope]
+    expires_at: datetime | None
 
 
 # --- operations --------------------------------------------------------------------------------

@@ -102,6 +102,17 @@ class Settings(BaseSettings):
     job_release_timeout: float = Field(5.0, gt=0, description="Cancelled job's release, seconds.")
     job_max_wait: float = Field(60.0, gt=0, description="Upper bound of GET /jobs/{id}?wait=.")
 
+    public_reads: bool = Field(
+        False,
+        description="GET /items and /jobs without an API key (a key sent is still checked).",
+    )
+    api_key_cache_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="A key's lookup is reused this long per process: a revoked key stops "
+        "working within it (0: a lookup per request).",
+    )
+
     idempotency_key_ttl: float = Field(
         86400.0, gt=0, description="How long a response is replayed for its Idempotency-Key, s."
     )

@@ -3,8 +3,11 @@
 from fastapi import APIRouter
 
 from service.api import health, items, jobs
+from service.api.access import check_route_scopes
+
+ROUTERS = (health.router, items.router, jobs.router)
+check_route_scopes(ROUTERS)
 
 router = APIRouter()
-router.include_router(health.router)
-router.include_router(items.router)
-router.include_router(jobs.router)
+for included in ROUTERS:
+    router.include_router(included)

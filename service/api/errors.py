@@ -17,11 +17,20 @@ from starlette.routing import Match
 
 from service.db.errors import DATABASE_UNAVAILABLE
 from service.models import FieldError, Problem
-from service.services.errors import Conflict, InvalidInput, NotFound
+from service.services.errors import (
+    Conflict,
+    InvalidInput,
+    InvalidKey,
+    MissingScope,
+    NotFound,
+    Unauthenticated,
+)
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# RFC 6750 section 3: the challenge of every 401 and 403 of a route that needs an API key.
+BEARER_REALM = 'Bearer realm="service"'
 HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
@@ -99,6 +108,17 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
         assert isinstance(error, InvalidInput)
         return problem(request, 422, "the request is not valid", error.errors)
 
+    async def unauthenticated(request: Request, error: Exception) -> JSONResponse:
+        challenge = BEARER_REALM
+        if isinstance(error, InvalidKey):
+            challenge += ', error="invalid_token"'
+        return problem(request, 401, str(error), headers={"WWW-Authenticate": challenge})
+
+    async def missing_scope(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, MissingScope)
+        challenge = f'{BEARER_REALM}, error="insufficient_scope", scope="{error.scope}"'
+        return problem(request, 403, str(error), headers={"WWW-Authenticate": challenge})
+
     async def not_found(request: Request, error: Exception) -> JSONResponse:
         return problem(request, 404, str(error))
 
@@ -117,6 +137,8 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(InvalidInput, invalid_input)
+    app.add_exception_handler(Unauthenticated, unauthenticated)
+    app.add_exception_handler(MissingScope, missing_scope)
     app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(Conflict, conflict)
     app.add_exception_handler(ServiceUnavailable, unavailable)

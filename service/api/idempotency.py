@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, HTTPException, Request, Response
 from pydantic import BaseModel, WithJsonSchema
 
+from service.api.access import CallerDep
 from service.api.deps import IdempotencyServiceDep
 from service.models import Problem, StoredResponse
 from service.services.idempotency import KeyedRequest, fingerprint
@@ -27,7 +28,8 @@ DESCRIPTION = (
     "unique to the intended operation, 1 to 255 printable ASCII characters, as a Structured "
     'Field string (`"..."`) or bare. The first successful response is stored for '
     "`APP_IDEMPOTENCY_KEY_TTL` seconds (a day by default) and replayed, with "
-    f"`{REPLAYED_HEADER}: true`, to every repeat with the same key, method, path and body: "
+    f"`{REPLAYED_HEADER}: true`, to every repeat with the same key, API key, method, path and "
+    "body: "
     "the operation runs once. The key on another request is a 422; a repeat while the first "
     "is still in progress, a 409. Failed attempts are not stored."
 )
@@ -82,10 +84,12 @@ class Idempotent:
         request: Request,
         key: Annotated[str | None, Depends(idempotency_key)],
         service: IdempotencyServiceDep,
+        caller: CallerDep,
     ) -> None:
         self._request = request
         self._key = key
         self._service = service
+        self._caller = caller.name if caller else ""
 
     async def __call__(
         self, body: BaseModel | None, effect: Callable[[], Awaitable[Outcome]]
@@ -106,7 +110,9 @@ class Idempotent:
             # Only the fields sent: a PATCH of {} and of {"description": null} differ.
             data = None if body is None else body.model_dump(mode="json", exclude_unset=True)
             request = self._request
-            keyed = KeyedRequest(self._key, fingerprint(request.method, request.url.path, data))
+            keyed = KeyedRequest(
+                self._key, fingerprint(self._caller, request.method, request.url.path, data)
+            )
         response, replayed = await self._service.run(keyed, respond)
         headers = {"Location": response.location} if response.location else {}
         if replayed:

@@ -4,13 +4,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
+from service.api.access import AUTHORIZED
+from service.api.access import RESPONSES as GUARDED
 from service.api.deps import ItemServiceDep
 from service.api.errors import UNAVAILABLE
 from service.api.idempotency import RESPONSES as IDEMPOTENT
 from service.api.idempotency import IdempotentDep, Outcome
 from service.models import BIGINT_MAX, Item, ItemCreate, ItemPage, ItemUpdate, Problem
 
-router = APIRouter(prefix="/items", tags=["items"], responses=UNAVAILABLE)
+router = APIRouter(
+    prefix="/items", tags=["items"], dependencies=AUTHORIZED, responses=GUARDED | UNAVAILABLE
+)
 
 ItemId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}

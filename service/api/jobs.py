@@ -5,13 +5,17 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 
+from service.api.access import AUTHORIZED
+from service.api.access import RESPONSES as GUARDED
 from service.api.deps import ConnectionDep, JobServiceDep
 from service.api.errors import UNAVAILABLE
 from service.api.idempotency import RESPONSES as IDEMPOTENT
 from service.api.idempotency import IdempotentDep, Outcome
 from service.models import Job, JobCreate, Problem
 
-router = APIRouter(prefix="/jobs", tags=["jobs"], responses=UNAVAILABLE)
+router = APIRouter(
+    prefix="/jobs", tags=["jobs"], dependencies=AUTHORIZED, responses=GUARDED | UNAVAILABLE
+)
 
 MAX_WAIT_SECONDS = 60  # keep below the proxy's response timeout
 

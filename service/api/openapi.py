@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from service.api.access import READ_SCOPES, ROUTE_SCOPES, SECURITY_SCHEME
 from service.api.errors import PROBLEM_JSON
 from service.jobs.handlers import JobHandler
 
@@ -19,7 +20,9 @@ PROBLEM = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 SCHEMA_REF = "#/components/schemas/{model}"
 
 
-def install_openapi(api: FastAPI, handlers: Mapping[str, JobHandler]) -> None:
+def install_openapi(
+    api: FastAPI, handlers: Mapping[str, JobHandler], public_reads: bool = False
+) -> None:
     generate = api.openapi
 
     def openapi() -> dict[str, Any]:
@@ -27,6 +30,7 @@ def install_openapi(api: FastAPI, handlers: Mapping[str, JobHandler]) -> None:
             document = generate()
             _errors_are_problems(document)
             _payloads_by_kind(document, handlers)
+            _scopes(document, public_reads)
             api.openapi_schema = document
         return api.openapi_schema
 
@@ -62,3 +66,14 @@ def _payloads_by_kind(document: dict[str, Any], handlers: Mapping[str, JobHandle
         variants.append(variant)
     if variants:  # with no handlers, every job is refused: keep FastAPI's description
         schemas["JobCreate"] = {"title": "JobCreate", "oneOf": variants}
+
+
+def _scopes(document: dict[str, Any], public_reads: bool) -> None:
+    """Each operation names the scope it needs (FastAPI lists the scheme with none); a public
+    read also allows no key at all (the empty requirement)."""
+    for (method, path), scope in ROUTE_SCOPES.items():
+        operation = document["paths"][path][method.lower()]
+        requirements: list[dict[str, list[str]]] = [{SECURITY_SCHEME: [str(scope)]}]
+        if public_reads and scope in READ_SCOPES:
+            requirements.insert(0, {})
+        operation["security"] = requirements

@@ -37,11 +37,12 @@ class KeyedRequest:
     fingerprint: str
 
 
-def fingerprint(method: str, path: str, body: Any) -> str:
-    """SHA-256 of the request as the canonical JSON [method, path, body]: whitespace and key
-    order in the client's body do not change it."""
+def fingerprint(caller: str, method: str, path: str, body: Any) -> str:
+    """SHA-256 of the request as the canonical JSON [caller, method, path, body]: whitespace
+    and key order in the client's body do not change it. With the caller (the API key's name)
+    in it, one client's key never replays another client's response."""
     canonical = json.dumps(
-        [method, path, body], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        [caller, method, path, body], sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -42,6 +42,14 @@ def request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+def with_key(stack: Stack, raw: bytes) -> bytes:
+    """A raw request with the stack's API key after its first Host line, as an API client
+    sends it (a request smuggled inside the bytes gets none)."""
+    host = b"\r\nHost: localhost\r\n"
+    assert host in raw, raw[:80]
+    return raw.replace(host, host + f"Authorization: {stack.authorization}\r\n".encode(), 1)
+
+
 def statuses(received: bytes) -> list[int]:
     return [int(code) for code in STATUS_LINE.findall(received)]
 

@@ -19,11 +19,13 @@ import requests
 from docker.models.containers import Container
 from testcontainers.compose import DockerCompose
 
+from service.models import Scope
 from stack_facts import read_env_file
 from tests.project import ROOT
 
 TEST_ENV = Path(__file__).with_name("test.env")
 CA_IN_PROXY = "/data/caddy/pki/authorities/local/root.crt"
+SCOPES = tuple(str(scope) for scope in Scope)
 
 
 def eventually(check: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
@@ -51,6 +53,7 @@ class Stack:
     # A swarm's other nodes, whose engines run tasks of the stack too.
     nodes: list[docker.DockerClient] = field(default_factory=list)
     compose: DockerCompose = field(init=False)
+    _api_key: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.env = {**self.env, **self.overrides}
@@ -86,10 +89,12 @@ class Stack:
         self.compose.start()
         self.copy_ca()
         self.wait_until_serving()
+        self._api_key = self.create_key(f"tests-{os.urandom(4).hex()}")
         print(f"stack {self.project} up in {time.monotonic() - started:.1f} s")
 
     def stop(self) -> None:
         self.compose.stop(down=True)
+        self._api_key = None  # its database is gone with the volumes
 
     @contextmanager
     def running(self) -> Iterator["Stack"]:
@@ -129,7 +134,7 @@ class Stack:
     def wait_until_serving(self, timeout: float = 60) -> None:
         def ready() -> bool:
             try:
-                with self.client() as client:
+                with self.client(anonymous=True) as client:
                     return client.get("/readyz").status_code == 200
             except httpx.HTTPError:
                 return False
@@ -149,21 +154,59 @@ class Stack:
         raw = socket.create_connection(("127.0.0.1", self.https_port), timeout=timeout)
         return context.wrap_socket(raw, server_hostname="localhost")
 
-    def client(self, http2: bool = False, **options: object) -> httpx.Client:
+    # --- API keys -----------------------------------------------------------------------
+    def create_key(self, name: str, scopes: tuple[str, ...] = SCOPES) -> str:
+        """A new API key, made as README says: the command line inside an app container."""
+        command = ["python", "-m", "service.keys", "create", "--name", name]
+        for scope in scopes:
+            command += ["--scope", scope]
+        result = self.container("app").exec_run(command, demux=True)
+        out, err = (part.decode(errors="replace") if part else "" for part in result.output)
+        assert result.exit_code == 0, f"key {name} not created: {err}"
+        return out.strip().splitlines()[-1]
+
+    @property
+    def api_key(self) -> str:
+        """This stack's key of every scope, the one its clients send (made at start, or on
+        first use for a stack started otherwise, such as by scripts/deploy)."""
+        if self._api_key is None:
+            self._api_key = self.create_key(f"tests-{os.urandom(4).hex()}")
+        return self._api_key
+
+    @property
+    def authorization(self) -> str:
+        """The header's value, for clients that take raw headers (curl, h2load, sockets)."""
+        return f"Bearer {self.api_key}"
+
+    def _headers(self, anonymous: bool, options: dict[str, object]) -> dict[str, str]:
+        headers: dict[str, str] = dict(options.pop("headers", None) or {})  # type: ignore[call-overload]
+        if not anonymous:
+            headers.setdefault("Authorization", self.authorization)
+        return headers
+
+    def client(
+        self, http2: bool = False, anonymous: bool = False, **options: object
+    ) -> httpx.Client:
+        """A client of the edge, verifying its certificate, sending this stack's key (unless
+        `anonymous`) as a user of the API would."""
         return httpx.Client(
             base_url=self.base_url,
             verify=self.ssl_context(),
             http2=http2,
             timeout=30,
+            headers=self._headers(anonymous, options),
             **options,  # type: ignore[arg-type]
         )
 
-    def async_client(self, http2: bool = False, **options: object) -> httpx.AsyncClient:
+    def async_client(
+        self, http2: bool = False, anonymous: bool = False, **options: object
+    ) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             base_url=self.base_url,
             verify=self.ssl_context(),
             http2=http2,
             timeout=30,
+            headers=self._headers(anonymous, options),
             **options,  # type: ignore[arg-type]
         )
 

@@ -12,7 +12,22 @@ SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
     "referrer-policy": "strict-origin-when-cross-origin",
+    # Nothing may load or frame anything: the API serves no page but the docs.
+    "content-security-policy": (
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
 }
+# The docs page and its files: exactly what Swagger UI needs (tests/integration/test_docs_page).
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+def assert_security_headers(response: httpx.Response) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get(name) == value, (response.status_code, name)
+    assert "server" not in response.headers, response.status_code
 
 
 def test_app_is_non_root_with_a_read_only_root_filesystem(stack: Stack) -> None:
@@ -77,11 +92,35 @@ def test_security_headers_on_every_response(stack: Stack) -> None:
         "status": 413,
     }
     for response in responses:
-        for name, value in SECURITY_HEADERS.items():
-            assert response.headers.get(name) == value, (response.status_code, name)
-        assert "server" not in response.headers, response.status_code
+        assert_security_headers(response)
 
 
 def test_http_port_answers_only_with_a_redirect(stack: Stack) -> None:
     response = httpx.post(f"http://localhost:{stack.http_port}/items", json={})
     assert response.status_code == 308
+    assert response.headers["location"] == f"{stack.base_url}/items"
+    assert_security_headers(response)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_other_hosts_get_a_404_with_the_same_headers(stack: Stack, scheme: str) -> None:
+    """A Host the edge does not serve, on either port: never Caddy's bare empty 200."""
+    port = stack.https_port if scheme == "https" else stack.http_port
+    with httpx.Client(verify=stack.ssl_context()) as client:
+        response = client.get(
+            f"{scheme}://localhost:{port}/items", headers={"Host": "other.example"}
+        )
+    assert response.status_code == 404
+    assert response.json() == {"type": "about:blank", "title": "Not Found", "status": 404}
+    assert_security_headers(response)
+
+
+def test_only_the_docs_page_may_load_scripts_and_styles(stack: Stack) -> None:
+    with stack.client() as client:
+        for path in ("/docs", "/docs/assets/swagger-ui-bundle.js", "/docs/assets/docs.js"):
+            response = client.get(path)
+            assert response.status_code == 200, path
+            assert response.headers["content-security-policy"] == DOCS_CSP, path
+        for path in ("/openapi.json", "/docsx", "/items/docs"):
+            response = client.get(path)
+            assert_security_headers(response)

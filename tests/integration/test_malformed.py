@@ -13,6 +13,7 @@ from tests.integration.abuse import (
     read_until_closed,
     request,
     statuses,
+    with_key,
 )
 from tests.integration.stack import Stack
 
@@ -139,8 +140,11 @@ def test_an_oversized_chunked_body_ends_the_connection(stack: Stack) -> None:
     smuggled = b"GET /whoami HTTP/1.1\r\nHost: localhost\r\n\r\n"
     with stack.tls_connect() as connection:
         connection.sendall(
-            b"POST /items HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n"
+            with_key(
+                stack,
+                b"POST /items HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n",
+            )
         )
         chunk = b"x" * 65_536
         try:
@@ -287,7 +291,7 @@ SMUGGLED = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r
 def test_request_smuggling_is_answered_without_desync(
     stack: Stack, client: httpx.Client, attack: bytes, expected: list[int]
 ) -> None:
-    received = exchange(stack, attack)
+    received = exchange(stack, with_key(stack, attack))
     assert statuses(received) == expected
     # Whatever was smuggled was never served by the app's /metrics...
     assert b"http_requests_total" not in received

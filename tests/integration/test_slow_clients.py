@@ -18,6 +18,7 @@ from tests.integration.abuse import (
     app_metric,
     read_until_closed,
     statuses,
+    with_key,
 )
 from tests.integration.stack import Stack, eventually
 
@@ -101,7 +102,9 @@ def test_a_slow_request_body_is_cut_off_with_408(stack: Stack) -> None:
         b"POST /items HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n" % (len(body) * 4)
     )
-    received, cut = dribble(stack, head, body * 4)  # 152 bytes: 152 s at a byte a second
+    received, cut = dribble(
+        stack, with_key(stack, head), body * 4
+    )  # 152 bytes: 152 s at a byte a second
     assert cut, "the body was still being read after the deadline"
     # The app's answer (Caddy's own timeouts answer otherwise). Caddy drops the app's
     # hop-by-hop Connection: close and holds the client's connection to drain the body.
@@ -131,7 +134,7 @@ def vanish(stack: Stack, request: bytes, after: float) -> None:
     """Sends a request and disappears after `after` seconds with a TCP reset."""
     connection = stack.tls_connect()
     try:
-        connection.sendall(request)
+        connection.sendall(with_key(stack, request))
         time.sleep(after)
     finally:
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

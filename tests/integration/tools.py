@@ -52,6 +52,7 @@ class Tools:
         """curl, verifying against Caddy's root: the HTTP version it used for each URL, in
         order. Several URLs are transfers of one curl run (one Alt-Svc cache)."""
         command = ["curl", "--silent", "--show-error", "--fail", "--cacert", CA_IN_TOOLS]
+        command += ["--header", f"Authorization: {stack.authorization}"]
         command += ["--write-out", r"%{http_version}\n", *options]
         for url in urls:
             command += ["--output", "/dev/null", url]
@@ -62,7 +63,7 @@ class Tools:
         urls = [stack.base_url + path for path in READS]
         return self.run(
             stack, "h2load", f"--requests={requests}", f"--clients={clients}",
-            "--max-concurrent-streams=8", *urls,
+            "--max-concurrent-streams=8", f"--header=Authorization: {stack.authorization}", *urls,
         )  # fmt: skip
 
 
@@ -94,6 +95,7 @@ class H2Bursts:
         urls = [self.stack.base_url + READS[n % len(READS)] for n in range(self.BURST)]
         command = ["curl", "--silent", "--http2", "--parallel", "--parallel-max", "8"]
         command += ["--cacert", CA_IN_TOOLS, "--write-out", r"%{http_code} %{http_version}\n"]
+        command += ["--header", f"Authorization: {self.stack.authorization}"]
         for url in urls:
             command += ["--output", "/dev/null", url]
         while not self._stop.is_set():

@@ -4,8 +4,11 @@ Postgres (the stack's postgres:17 image) started once per session by testcontain
 Each test gets a database of its own, so tests never see each other's rows.
 """
 
+import io
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import httpx
@@ -16,7 +19,10 @@ from testcontainers.community.postgres import PostgresContainer
 
 from service.db.migrate import apply_migrations
 from service.db.pool import Pool, open_pool
+from service.logs import JsonFormatter
 from service.main import create_app
+from service.models import Scope
+from service.services.keys import KeyService
 from service.settings import Settings
 from tests.project import HYPERCORN
 
@@ -68,15 +74,38 @@ def settings(database_url: str) -> Settings:
     return make_settings(database_url)
 
 
+async def make_key(
+    database_url: str, name: str = "tests", scopes: list[Scope] | None = None
+) -> str:
+    """A key in a migrated database (the app's lifespan migrates), with every scope by default."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        _, key = await KeyService(connection).create(name, scopes or list(Scope))
+    finally:
+        await connection.close()
+    return key
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@asynccontextmanager
+async def keyed_client(app: ASGIApp, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """`app` running, and a client sending a key of every scope, as an API user would."""
+    async with run_lifespan(app) as manager:
+        key = await make_key(database_url)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(manager.app),
+            base_url="http://testserver",
+            headers=bearer(key),
+        ) as http:
+            yield http
+
+
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with (
-        run_lifespan(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(manager.app), base_url="http://testserver"
-        ) as http,
-    ):
+    async with keyed_client(create_app(settings), settings.database_url) as http:
         yield http
 
 
@@ -86,3 +115,17 @@ async def pool(settings: Settings) -> AsyncIterator[Pool]:
     async with open_pool(settings) as test_pool:
         await apply_migrations(settings)
         yield test_pool
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """A JSON handler on the root logger, present before the lifespan starts (as the app's)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)

@@ -9,7 +9,7 @@ import pytest
 from starlette.types import Message
 
 from service.main import create_app
-from tests.unit.conftest import make_settings, run_lifespan
+from tests.unit.conftest import make_key, make_settings, run_lifespan
 
 
 async def post_slowly(
@@ -18,6 +18,7 @@ async def post_slowly(
     pause: float,
     method: str = "POST",
     log: list[str] | None = None,
+    key: str = "",
 ) -> tuple[int, dict[str, str], bytes]:
     """METHOD /items with the body in `chunks`, `pause` seconds apart; `log` records the order
     of body chunks taken and response messages sent."""
@@ -44,7 +45,10 @@ async def post_slowly(
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
         "scheme": "http", "path": "/items", "raw_path": b"/items", "query_string": b"",
-        "headers": [(b"host", b"test"), (b"content-type", b"application/json")],
+        "headers": [
+            (b"host", b"test"), (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {key}".encode()),
+        ],
         "client": ("127.0.0.1", 1), "server": ("test", 80), "root_path": "",
     }  # fmt: skip
     feeder = asyncio.create_task(feed())
@@ -63,6 +67,11 @@ async def app(database_url: str) -> AsyncIterator[object]:
         yield manager.app
 
 
+@pytest.fixture
+async def key(app: object, database_url: str) -> str:
+    return await make_key(database_url)
+
+
 async def test_a_body_trickling_past_the_deadline_is_answered_408_and_closed(app: object) -> None:
     chunks = [b'{"name": "slow", ', b'"price_cents": 1', b"}"]
     status, headers, body = await asyncio.wait_for(post_slowly(app, chunks, pause=0.3), 5)
@@ -72,9 +81,9 @@ async def test_a_body_trickling_past_the_deadline_is_answered_408_and_closed(app
     assert json.loads(body)["detail"] == "the request body did not arrive in time"
 
 
-async def test_a_body_within_the_deadline_reaches_the_route(app: object) -> None:
+async def test_a_body_within_the_deadline_reaches_the_route(app: object, key: str) -> None:
     chunks = [b'{"name": "in time", ', b'"price_cents": 1}']
-    status, _, body = await asyncio.wait_for(post_slowly(app, chunks, pause=0.1), 5)
+    status, _, body = await asyncio.wait_for(post_slowly(app, chunks, 0.1, key=key), 5)
     assert status == 201
     assert json.loads(body)["name"] == "in time"
 

@@ -12,13 +12,14 @@ from service.db.pool import open_pool
 from service.jobs.supervisor import supervise
 from service.main import create_app
 from service.settings import Settings
-from tests.unit.conftest import make_settings, run_lifespan
+from tests.unit.conftest import bearer, make_key, make_settings, run_lifespan
 
 MIGRATIONS = [
     "0001_items.sql",
     "0002_jobs.sql",
     "0003_idempotency_keys.sql",
     "0004_jobs_traceparent.sql",
+    "0005_api_keys.sql",
 ]
 
 
@@ -49,7 +50,11 @@ async def test_shutdown_releases_running_jobs_and_closes_the_pool(
     caplog.set_level(logging.INFO)
     app = create_app(settings)
     async with run_lifespan(app) as manager:
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(manager.app), base_url="http://t")
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(manager.app),
+            base_url="http://t",
+            headers=bearer(await make_key(settings.database_url)),
+        )
         async with http:
             job = await http.post("/jobs", json={"kind": "sleep", "payload": {"seconds": 60}})
             job_id = job.json()["id"]

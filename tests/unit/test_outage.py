@@ -13,7 +13,7 @@ import pytest
 from testcontainers.community.postgres import PostgresContainer
 
 from service.main import create_app
-from tests.unit.conftest import POSTGRES_IMAGE, make_settings, run_lifespan
+from tests.unit.conftest import POSTGRES_IMAGE, keyed_client, make_settings
 from tests.unit.test_metrics import until_metric
 
 
@@ -36,11 +36,7 @@ async def outage_client(own_postgres: PostgresContainer) -> AsyncIterator[httpx.
     settings = make_settings(
         own_postgres.get_connection_url(), db_acquire_timeout=2.0, db_connect_timeout=2.0
     )
-    app = create_app(settings)
-    async with (
-        run_lifespan(app) as manager,
-        httpx.AsyncClient(transport=httpx.ASGITransport(manager.app), base_url="http://t") as c,
-    ):
+    async with keyed_client(create_app(settings), settings.database_url) as c:
         yield c
 
 

@@ -18,6 +18,7 @@ import httpx
 
 from service.server import ListeningLoop
 from tests.project import ROOT
+from tests.unit.conftest import make_key
 
 LAME_DUCK = 1.5
 GRACEFUL_TIMEOUT = 2
@@ -45,15 +46,20 @@ class Response:
 class Connection:
     """One HTTP/1.1 connection, held open by the test (no pool decides when it is reused)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: str
+    ) -> None:
         self.reader = reader
         self.writer = writer
+        self.key = key
 
     async def request(self, method: str, path: str, payload: object = None) -> Response:
         body = b"" if payload is None else json.dumps(payload).encode()
         head = f"{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n"
         if body:
             head += "Content-Type: application/json\r\n"
+        if self.key:
+            head += f"Authorization: Bearer {self.key}\r\n"
         self.writer.write(f"{head}\r\n".encode() + body)
         await self.writer.drain()
         status_line = await self.reader.readline()
@@ -71,10 +77,10 @@ class Connection:
 
 
 @asynccontextmanager
-async def connect(port: int) -> AsyncIterator[Connection]:
+async def connect(port: int, key: str = "") -> AsyncIterator[Connection]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        yield Connection(reader, writer)
+        yield Connection(reader, writer, key)
     finally:
         writer.close()
         with suppress(OSError):
@@ -85,6 +91,7 @@ class Server:
     def __init__(self, process: asyncio.subprocess.Process, port: int) -> None:
         self.process = process
         self.port = port
+        self.key = ""  # an API key, once the server has migrated its database
         self.log: list[dict[str, Any]] = []
 
     async def collect_log(self) -> None:
@@ -177,6 +184,7 @@ async def launched(**settings: object) -> AsyncIterator[Server]:
 async def serving(database_url: str, lame_duck: float) -> AsyncIterator[Server]:
     async with launched(database_url=database_url, lame_duck_seconds=lame_duck) as server:
         await server.wait_ready()
+        server.key = await make_key(database_url)
         yield server
 
 
@@ -185,7 +193,7 @@ async def test_sigterm_closes_the_listener_and_serves_open_connections_closing(
 ) -> None:
     async with (
         serving(database_url, LAME_DUCK) as server,
-        connect(server.port) as idle,
+        connect(server.port, server.key) as idle,
         connect(server.port) as other,
         httpx.AsyncClient(http1=False, http2=True) as h2,
     ):
@@ -224,7 +232,7 @@ async def test_sigterm_closes_the_listener_and_serves_open_connections_closing(
 
 async def test_without_a_signal_no_response_asks_to_close(database_url: str) -> None:
     async with serving(database_url, 0.2) as server:
-        async with connect(server.port) as connection:
+        async with connect(server.port, server.key) as connection:
             for method, path, payload in (
                 ("GET", "/healthz", None),
                 ("GET", "/readyz", None),

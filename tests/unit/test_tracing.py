@@ -4,13 +4,12 @@ with an in-memory exporter standing in for the collector."""
 
 import io
 import json
-import logging
 import os
 import re
 import subprocess
 import sys
 import tomllib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -22,12 +21,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
-from service.logs import JsonFormatter
 from service.main import create_app
 from service.otel import NoOrphanQueries, OpenTelemetryTracing
 from service.tracing import tracing_requested
 from tests.project import ROOT, render_compose
-from tests.unit.conftest import make_settings, run_lifespan
+from tests.unit.conftest import keyed_client, make_settings
 
 RECEIVER_DOCKERFILE = ROOT / "tests" / "integration" / "otlp_receiver" / "Dockerfile"
 # FastAPI imports OpenTelemetry's API itself (its native telemetry, inactive while no global
@@ -100,20 +98,6 @@ class Traced:
         return [json.loads(line) for line in self.log.getvalue().splitlines()]
 
 
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    """A JSON handler on the root logger, present before the lifespan starts (as the app's)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-
-
 async def traced_app(
     database_url: str, json_log: io.StringIO, **overrides: object
 ) -> AsyncIterator[Traced]:
@@ -122,12 +106,10 @@ async def traced_app(
     provider = TracerProvider(sampler=NoOrphanQueries(ALWAYS_ON))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     app = create_app(settings, tracing=OpenTelemetryTracing(provider, settings))
-    async with (
-        run_lifespan(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(manager.app), base_url="http://testserver"
-        ) as client,
-    ):
+    async with keyed_client(app, database_url) as client:
+        # The key's first lookup (a query) is cached for the test: its spans are not the test's.
+        assert (await client.get("/items")).status_code == 200
+        exporter.clear()
         yield Traced(client, exporter, json_log, database_url)
 
 
