@@ -20,6 +20,7 @@ from service.db import backups as backup_queries
 from service.db import jobs as job_queries
 from service.db.errors import DATABASE_UNAVAILABLE
 from service.db.migrate import apply_migrations
+from service.db.password import Password
 from service.db.pool import Pool, Reachability, Turns, open_pool
 from service.draining import Draining
 from service.jobs.events import JobEvents
@@ -70,7 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 async def _serving(
     app: FastAPI, settings: Settings, metrics: Metrics, tracing: Tracing
 ) -> AsyncIterator[None]:
-    reachability = Reachability()
+    reachability = Reachability(Password(settings).connect)
     async with open_pool(settings, reachability) as pool:
         await apply_migrations(settings)
         turns = Turns(

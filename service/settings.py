@@ -54,8 +54,19 @@ class Settings(BaseSettings):
     database_password: SecretStr | None = Field(
         None, description="Overrides a password in database_url; use APP_DATABASE_PASSWORD_FILE."
     )
+    database_password_file: Path | None = Field(
+        None,
+        description="The file database_password came from: read again for every new "
+        "connection, so that a rotated password needs no restart (service/db/password.py).",
+    )
     db_pool_min_size: int = Field(2, ge=0)
     db_pool_max_size: int = Field(10, ge=1)
+    db_pool_max_queries: int = Field(
+        50000,
+        ge=1,
+        description="A pooled connection is replaced after this many queries (asyncpg's "
+        "max_queries): how long sessions opened before a password rotation live on.",
+    )
     db_connect_timeout: float = Field(5.0, gt=0, description="One connection attempt, seconds.")
     db_startup_deadline: float = Field(
         60.0, gt=0, description="How long start-up retries the database before giving up."

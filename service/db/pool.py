@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from service.db.errors import DATABASE_UNAVAILABLE, DatabaseUnreachable
+from service.db.password import Password
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -20,12 +21,8 @@ Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
 def _connect_options(settings: Settings) -> dict[str, Any]:
-    password = settings.database_password
-    return {
-        "dsn": settings.database_url,
-        "password": password.get_secret_value() if password else None,
-        "timeout": settings.db_connect_timeout,
-    }
+    """What every connection is made with; the password is Password's (read per connection)."""
+    return {"dsn": settings.database_url, "timeout": settings.db_connect_timeout}
 
 
 # A dedicated connection has nothing to flush: a slow close (say, while a query is being
@@ -37,7 +34,7 @@ DEDICATED_CLOSE_SECONDS = 2.0
 async def dedicated_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """A connection of its own, outside the pool: for LISTEN, and for the migrations (whose
     session settings and advisory lock must not reach a pooled connection)."""
-    connection = await asyncpg.connect(**_connect_options(settings))
+    connection = await Password(settings).connect(**_connect_options(settings))
     try:
         yield connection
     finally:
@@ -100,6 +97,7 @@ async def _create_with_retries(settings: Settings, reachability: Reachability) -
                 **_connect_options(settings),
                 min_size=settings.db_pool_min_size,
                 max_size=settings.db_pool_max_size,
+                max_queries=settings.db_pool_max_queries,
                 command_timeout=settings.db_command_timeout,
                 init=_init_connection,
                 reset=_reset_nothing_more,
@@ -120,7 +118,8 @@ async def _create_with_retries(settings: Settings, reachability: Reachability) -
 async def open_pool(
     settings: Settings, reachability: Reachability | None = None
 ) -> AsyncIterator[Pool]:
-    pool = await _create_with_retries(settings, reachability or Reachability())
+    reachability = reachability or Reachability(Password(settings).connect)
+    pool = await _create_with_retries(settings, reachability)
     log.info("database pool open", extra={"max_size": settings.db_pool_max_size})
     try:
         yield pool

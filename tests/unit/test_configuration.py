@@ -17,7 +17,7 @@ from tests.project import ROOT, render_compose
 EXAMPLE = read_env_file(ROOT / ".env.example")
 CADDY_VARIABLES = set(re.findall(r"\{\$([A-Z_]+)", (ROOT / "caddy" / "Caddyfile").read_text()))
 # The stack sets these itself: Postgres's address, and the password as a file (SECURITY.md).
-STACK_OWNED = {"database_url", "database_password"}
+STACK_OWNED = {"database_url", "database_password", "database_password_file"}
 SETTINGS = {
     f"{ENV_PREFIX}{name.upper()}": field
     for name, field in Settings.model_fields.items()
