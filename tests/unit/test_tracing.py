@@ -2,6 +2,7 @@
 one request that enqueues a job gives the span tree the README describes, on a real Postgres,
 with an in-memory exporter standing in for the collector."""
 
+import asyncio
 import io
 import json
 import os
@@ -125,6 +126,10 @@ async def enqueue_and_finish(traced: Traced) -> tuple[httpx.Response, str]:
     job_id = created.json()["id"]
     finished = await traced.client.get(f"/jobs/{job_id}", params={"wait": 10})
     assert finished.json()["state"] == "done"
+    # The worker's span ends after the commit that the long-poll saw: wait for its export.
+    async with asyncio.timeout(5):
+        while "job sleep" not in {span.name for span in traced.spans()}:
+            await asyncio.sleep(0.01)
     return created, job_id
 
 
