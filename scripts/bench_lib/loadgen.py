@@ -244,9 +244,11 @@ def h2load(
         raise RuntimeError(f"h2load printed no result:\n{output}")
     seconds = float(finished[1]) / (1000 if finished[2] == "ms" else 1)
     # h2load's `failed` includes `errored` and `timeout` (network-level failures); its
-    # `succeeded` counts every answer, a 401 too: any answer but a 2xx is a failure here.
+    # `succeeded` counts every answer, a 401 too: any answer but a 2xx is a failure here. (Its
+    # status counts include answers still streaming when the run ended, which neither
+    # `succeeded` nor `failed` counts: 2xx is no subtrahend.)
     succeeded, failed = int(counts[3]), int(counts[4])
-    not_2xx = succeeded - int(statuses[1])
+    not_2xx = sum(int(count) for count in statuses.groups()[1:])
     return RunResult(
         requests=succeeded + failed,
         failed=failed + not_2xx,
