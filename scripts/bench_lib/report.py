@@ -348,7 +348,7 @@ def auth_lines(section: dict[str, Any]) -> list[str]:
         cpu = cost["app_cpu_us_per_request"]
         lines.append(
             f"auth {case} vs public: throughput {cost['throughput_vs_public']:.2f}, "
-            f"+{cost['us_per_request']:.1f} us per request, p50 {cost['p50_delta_ms']:+.2f} ms, "
+            f"{cost['us_per_request']:+.1f} us per request, p50 {cost['p50_delta_ms']:+.2f} ms, "
             f"app CPU {'n/a' if cpu is None else f'{cpu:+.1f}'} us per request"
         )
     ratio = section["uncached_vs_cached_throughput"]
