@@ -246,12 +246,12 @@ def h2load(
     # h2load's `failed` includes `errored` and `timeout` (network-level failures); its
     # `succeeded` counts every answer, a 401 too: any answer but a 2xx is a failure here. (Its
     # status counts include answers still streaming when the run ended, which neither
-    # `succeeded` nor `failed` counts: 2xx is no subtrahend.)
+    # `succeeded` nor `failed` counts: hence the bound.)
     succeeded, failed = int(counts[3]), int(counts[4])
     not_2xx = sum(int(count) for count in statuses.groups()[1:])
     return RunResult(
         requests=succeeded + failed,
-        failed=failed + not_2xx,
+        failed=failed + min(succeeded, not_2xx),
         duration_s=seconds,
         latency_ms=percentiles(durations),
         generator_cpu=cpu_share,

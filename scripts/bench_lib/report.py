@@ -275,6 +275,11 @@ AUTH_CASES = {
 }
 
 
+def _difference(mine: dict[str, Any], base: dict[str, Any], name: str) -> float | None:
+    top, bottom = mine[name], base[name]
+    return round(top - bottom, 1) if top and bottom else None
+
+
 def auth_cost(records: list[dict[str, Any]], concurrency: int) -> dict[str, Any] | None:
     """GET /items/{id} direct (wrk, HTTP/1.1) with each AUTH_CASE, against public reads: the
     throughput ratio, and the cost per request in us, derived from req/s at this fixed
@@ -299,7 +304,8 @@ def auth_cost(records: list[dict[str, Any]], concurrency: int) -> dict[str, Any]
             "rps_median": summary["rps_median"],
             "p50_ms": summary["latency_ms"]["p50"],
             "p99_ms": summary["latency_ms"]["p99"],
-            "us_per_request": round(1e6 / summary["rps_median"], 1),
+            # None when no request succeeded (a broken key: every answer a 401)
+            "us_per_request": round(1e6 / rps, 1) if (rps := summary["rps_median"]) else None,
             "app_cpu_us_per_request": record["server_cpu_us_per_request"],
             "failed": summary["failed"],
             "valid": summary["valid"],
@@ -308,12 +314,11 @@ def auth_cost(records: list[dict[str, Any]], concurrency: int) -> dict[str, Any]
     costs = {}
     for case in ("key_cached", "key_uncached"):
         mine = figures[case]
-        cpu, base_cpu = mine["app_cpu_us_per_request"], public["app_cpu_us_per_request"]
         costs[case] = {
-            "throughput_vs_public": round(mine["rps_median"] / public["rps_median"], 3),
-            "us_per_request": round(mine["us_per_request"] - public["us_per_request"], 1),
+            "throughput_vs_public": _ratio(mine, public, "rps_median"),
+            "us_per_request": _difference(mine, public, "us_per_request"),
             "p50_delta_ms": round(mine["p50_ms"] - public["p50_ms"], 2),
-            "app_cpu_us_per_request": round(cpu - base_cpu, 1) if cpu and base_cpu else None,
+            "app_cpu_us_per_request": _difference(mine, public, "app_cpu_us_per_request"),
         }
     return {
         "scenario": AUTH_SCENARIO,
@@ -323,11 +328,15 @@ def auth_cost(records: list[dict[str, Any]], concurrency: int) -> dict[str, Any]
         "concurrency": concurrency,
         "cases": figures,
         "cost_vs_public": costs,
-        "uncached_vs_cached_throughput": round(
-            figures["key_uncached"]["rps_median"] / figures["key_cached"]["rps_median"], 3
+        "uncached_vs_cached_throughput": _ratio(
+            figures["key_uncached"], figures["key_cached"], "rps_median"
         ),
         "valid": all(f["valid"] for f in figures.values()),
     }
+
+
+def _shown(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def auth_lines(section: dict[str, Any]) -> list[str]:
@@ -338,21 +347,20 @@ def auth_lines(section: dict[str, Any]) -> list[str]:
         f"c={section['concurrency']}{caveat}; cost per request = 1e6/req/s over public reads",
     ]
     for case, figures in section["cases"].items():
-        cpu = figures["app_cpu_us_per_request"]
         lines.append(
             f"  {case:<13} {figures['rps_median']:8,.0f} req/s  p50 {figures['p50_ms']:6.2f} ms  "
-            f"{figures['us_per_request']:7.1f} us/req  app CPU "
-            f"{'n/a' if cpu is None else f'{cpu:,.0f}'} us/req  ({figures['setting']})"
+            f"{_shown(figures['us_per_request'], '7.1f')} us/req  app CPU "
+            f"{_shown(figures['app_cpu_us_per_request'], ',.0f')} us/req  ({figures['setting']})"
         )
     for case, cost in section["cost_vs_public"].items():
-        cpu = cost["app_cpu_us_per_request"]
         lines.append(
-            f"auth {case} vs public: throughput {cost['throughput_vs_public']:.2f}, "
-            f"{cost['us_per_request']:+.1f} us per request, p50 {cost['p50_delta_ms']:+.2f} ms, "
-            f"app CPU {'n/a' if cpu is None else f'{cpu:+.1f}'} us per request"
+            f"auth {case} vs public: throughput {_shown(cost['throughput_vs_public'], '.2f')}, "
+            f"{_shown(cost['us_per_request'], '+.1f')} us per request, "
+            f"p50 {cost['p50_delta_ms']:+.2f} ms, "
+            f"app CPU {_shown(cost['app_cpu_us_per_request'], '+.1f')} us per request"
         )
-    ratio = section["uncached_vs_cached_throughput"]
-    lines.append(f"auth key_uncached vs key_cached: throughput {ratio:.2f}")
+    ratio = _shown(section["uncached_vs_cached_throughput"], ".2f")
+    lines.append(f"auth key_uncached vs key_cached: throughput {ratio}")
     return lines
 
 
