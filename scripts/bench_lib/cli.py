@@ -24,9 +24,10 @@ import httpx
 from bench_lib import baseline, environment, loadgen, plan, report
 from bench_lib.model import summarise
 from bench_lib.runner import H2_STREAMS_PER_CONNECTION, Context, run_plan, soak
-from bench_lib.scenarios import SCENARIOS, seed_item
+from bench_lib.scenarios import SCENARIOS, authorization, seed_item
 from bench_lib.stack import (
     DEFAULT_ENV,
+    KEY_SCOPES,
     ROOT,
     Compose,
     CpuPinning,
@@ -36,6 +37,7 @@ from bench_lib.stack import (
 from stack_facts import read_env_file
 
 SEED_ITEMS = 200
+KEY_VARIABLE = "BENCH_API_KEY"  # --url: the running stack's key (not an option: argv is public)
 EPILOG = """
 examples:
   scripts/bench                      full run (~11 min): starts its own stack, stops it after
@@ -47,9 +49,15 @@ examples:
                                      also REF's app (its image built from that commit, behind
                                      a Caddy built from this checkout): HEAD/REF ratios
   scripts/bench --baseline           REF = the previous release tag, else HEAD~1
-  scripts/bench --url https://localhost --ca-file caddy-root.crt --project service
+  BENCH_API_KEY=svc_... scripts/bench --url https://localhost --ca-file caddy-root.crt
                                      an already running stack (Caddy paths only, plus
-                                     --direct-url http://127.0.0.1:8000 if the app is published)
+                                     --direct-url http://127.0.0.1:8000 if the app is published),
+                                     with a key of every scope of that stack (python -m
+                                     service.keys create ...)
+
+Every request sends an API key (Authorization: Bearer): on its own stack the bench makes one
+with python -m service.keys create in the app container; the key is in no output, its name is.
+The auth group prices it: GET /items/{id} with the key cached, uncached, and public reads.
 
 outputs (--out, default bench-results/<time>/): results.json, report.md, chart.png.
 Exit status: 0 when every request succeeded, 1 when any failed, 2 on a usage or setup error.
@@ -169,12 +177,13 @@ def _wait_ready(client: httpx.Client, within: float = 60) -> None:
         time.sleep(1)
 
 
-def _seed(base_url: str, ca_file: str, progress: Progress) -> list[int]:
+def _seed(base_url: str, ca_file: str, api_key: str, progress: Progress) -> list[int]:
     """Items to read and list, written through the API like any client would."""
     progress.note(f"seeding {SEED_ITEMS} items through {base_url}")
     run_id = uuid.uuid4().hex[:8]
     ids = []
-    with httpx.Client(base_url=base_url, verify=ca_file, timeout=30) as client:
+    headers = {"authorization": authorization(api_key)}
+    with httpx.Client(base_url=base_url, verify=ca_file, timeout=30, headers=headers) as client:
         _wait_ready(client)
         for number in range(SEED_ITEMS):
             response = client.post(
@@ -239,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as workdir, contextlib.ExitStack() as stack:
         ca_file = Path(workdir) / "caddy-root.crt"
         if args.url:
+            api_key = os.environ.get(KEY_VARIABLE, "")
+            if not api_key:
+                raise SystemExit(f"scripts/bench: --url needs an API key in ${KEY_VARIABLE}")
+            key_name = f"${KEY_VARIABLE}"
             host, port = _loopback_port(args.url)
             ports = {"proxy": port}
             if args.direct_url:
@@ -256,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
             compose = stack.enter_context(_own_stack(args, progress, ref))
             compose.copy_ca(ca_file)
             host, ports, project = "localhost", compose.published_ports(), compose.project
+            key_name = f"bench-{uuid.uuid4().hex[:8]}"
+            progress.note(f"making API key {key_name} (python -m service.keys create in app)")
+            api_key = compose.create_key(key_name)
         containers = project_containers(project) if project else {}
         generator_cpu = None
         if args.pin:
@@ -265,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         base_url = f"https://{host}:{ports['proxy']}"
         context = Context(
             tools,
-            _seed(base_url, str(ca_file), progress),
+            _seed(base_url, str(ca_file), api_key, progress),
+            api_key,
             str(ca_file),
             containers,
             generator_cpu,
@@ -276,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         names = {s: f"{project}-{s}-1" for s in ("proxy", "app")} if project else {}
         inside = {s: name for s, name in names.items() if name in containers}
         available = plan.targets(ports, host, ref.server if ref else "", inside)
-        document = _run(args, context, available, started, env, ref)
+        document = _run(args, context, available, started, env, key_name, ref)
     report.write_json(out / "results.json", document)
     chart_name = None
     if document["cells"]:
@@ -284,7 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         chart_name = "chart.png"
     (out / "report.md").write_text(report.markdown(document, chart_name))
     if document["cells"]:
-        print(report.terminal_table(document["cells"], document["targets"], document["baseline"]))
+        print(
+            report.terminal_table(
+                document["cells"], document["targets"], document["baseline"], document["auth"]
+            )
+        )
     if document.get("soak"):
         print(f"soak: {json.dumps(document['soak']['summary'])}")
     chart_note = f", chart: {out}/{chart_name}" if chart_name else ""
@@ -303,6 +324,7 @@ def _run(
     available: dict[str, plan.Target],
     started: datetime.datetime,
     env: dict[str, Any],
+    key_name: str,
     ref: baseline.Baseline | None = None,
 ) -> dict[str, Any]:
     profile = _profile(args)
@@ -317,6 +339,8 @@ def _run(
         "h2_streams_per_connection": H2_STREAMS_PER_CONNECTION,
         "seeded_items": len(context.item_ids),
         "baseline": ref.to_json() if ref else None,
+        # Its name only: the key itself is a secret, in no output.
+        "api_key": {"name": key_name, "scopes": list(KEY_SCOPES)},
     }
     document: dict[str, Any] = {
         "schema": report.SCHEMA,
@@ -328,6 +352,7 @@ def _run(
         "targets": [],
         "soak": None,
         "baseline": None,
+        "auth": None,
     }
     if args.soak:
         if "caddy-h1" not in available:
@@ -349,6 +374,7 @@ def _run(
         results = run_plan(cells, profile, context)
         document["cells"] = report.cell_records(cells, results)
         document["targets"] = report.targets(document["cells"], profile.concurrency)
+        document["auth"] = report.auth_cost(document["cells"], profile.concurrency)
         if ref:
             document["baseline"] = report.baseline(
                 document["cells"], profile.concurrency, ref.to_json(), document["started"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench_lib.model import RunResult, percentiles
-from bench_lib.scenarios import ENCODINGS
+from bench_lib.scenarios import ENCODINGS, authorization
 from bench_lib.stack import ROOT
 
 TOOLS_IMAGE = ROOT / "scripts" / "tools-image"  # prints the image's tag, building it if needed
@@ -197,12 +197,14 @@ _FINISHED = re.compile(r"finished in ([\d.]+)(m?s)")
 _REQUESTS = re.compile(
     r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed"
 )
+_STATUSES = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
 
 
 def h2load(
     tools: Tools,
     base_url: str,
     paths: list[str],
+    api_key: str | None,
     connections: int,
     streams: int,
     duration: float,
@@ -210,7 +212,9 @@ def h2load(
     during: AbstractContextManager[object],
     network: str = "host",
 ) -> RunResult:
-    """HTTP/2 over TLS (ALPN h2); latency percentiles from h2load's per-request log."""
+    """HTTP/2 over TLS (ALPN h2), every request with `Authorization: Bearer <api_key>` (none
+    when None); latency percentiles from h2load's per-request log."""
+    auth = [f"--header=authorization: {authorization(api_key)}"] if api_key else []
     with _shared_dir() as workdir:
         log = "requests.tsv"  # written by the container
         output, cpu_share = _timed(
@@ -224,6 +228,7 @@ def h2load(
                 f"--duration={max(1, round(duration))}",
                 f"--connection-inactivity-timeout={TIMEOUT_S}",
                 f"--header=accept-encoding: {ENCODINGS}",
+                *auth,
                 f"--log-file={IN_CONTAINER}/{log}",
                 *(base_url + path for path in paths),
             ],
@@ -234,14 +239,19 @@ def h2load(
         rows = (workdir / log).read_text().splitlines()
         durations = [float(row.split("\t")[2]) for row in rows if row]
     finished, counts = _FINISHED.search(output), _REQUESTS.search(output)
-    if finished is None or counts is None:
+    statuses = _STATUSES.search(output)
+    if finished is None or counts is None or statuses is None:
         raise RuntimeError(f"h2load printed no result:\n{output}")
     seconds = float(finished[1]) / (1000 if finished[2] == "ms" else 1)
-    # h2load's `failed` includes `errored` and `timeout` (network-level failures).
+    # h2load's `failed` includes `errored` and `timeout` (network-level failures); its
+    # `succeeded` counts every answer, a 401 too: any answer but a 2xx is a failure here. (Its
+    # status counts include answers still streaming when the run ended, which neither
+    # `succeeded` nor `failed` counts: hence the bound.)
     succeeded, failed = int(counts[3]), int(counts[4])
+    not_2xx = sum(int(count) for count in statuses.groups()[1:])
     return RunResult(
         requests=succeeded + failed,
-        failed=failed,
+        failed=failed + min(succeeded, not_2xx),
         duration_s=seconds,
         latency_ms=percentiles(durations),
         generator_cpu=cpu_share,

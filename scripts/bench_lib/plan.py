@@ -5,7 +5,12 @@ from dataclasses import dataclass, replace
 
 from bench_lib.scenarios import SCENARIOS
 
-GROUPS = ("paths", "docker-proxy", "peers", "baseline", "ceilings", "h3", "sweep")
+GROUPS = ("paths", "auth", "docker-proxy", "peers", "baseline", "ceilings", "h3", "sweep")
+# What authentication costs: GET /items/{id} direct (the app's work alone) from apps that differ
+# only in one setting (compose.bench.yaml), next to paths/item/direct-h1 (a key, its lookup
+# cached): a key looked up on every request, and public reads sent no key.
+AUTH_SCENARIO = "item"
+AUTH_TARGETS = ("direct-h1-uncached", "direct-h1-public")
 # --baseline REF: REF's app behind its own Caddy, compared with the stack's (paths/.../caddy-h2).
 BASELINE_SCENARIOS = ("healthz", "item")
 # The same cells with the generator in the target container's network namespace: what the
@@ -38,6 +43,7 @@ class Target:
     tool: str  # wrk, h2load, py (Python client of equal cost; client-bound)
     url: str  # https://localhost:PORT or http://127.0.0.1:PORT
     network: str = "host"  # the generator's network: the host's, or container:NAME's
+    anonymous: bool = False  # sends no API key (an app with public reads)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,29 @@ def targets(
         ("proxy", Target("caddy-h1", "hypercorn", "caddy", "h1", "wrk", https.get("proxy", ""))),
         ("proxy", Target("caddy-h2", "hypercorn", "caddy", "h2", "h2load", https.get("proxy", ""))),
         ("app", Target("direct-h1", "hypercorn", "direct", "h1", "wrk", http.get("app", ""))),
+        (
+            "app-uncached",
+            Target(
+                "direct-h1-uncached",
+                "hypercorn-uncached",
+                "direct",
+                "h1",
+                "wrk",
+                http.get("app-uncached", ""),
+            ),
+        ),
+        (
+            "app-public",
+            Target(
+                "direct-h1-public",
+                "hypercorn-public",
+                "direct",
+                "h1",
+                "wrk",
+                http.get("app-public", ""),
+                anonymous=True,
+            ),
+        ),
         (
             "proxy-uvicorn",
             Target(
@@ -150,6 +179,9 @@ def build(
             if scenario in DOCKER_PROXY_SCENARIOS:
                 add("docker-proxy", scenario, "caddy-h2-netns")
         add("paths", scenario, "direct-h1")
+        if scenario == AUTH_SCENARIO:  # right after the cell they are compared with
+            for name in AUTH_TARGETS:
+                add("auth", scenario, name)
         if scenario in DOCKER_PROXY_SCENARIOS:
             add("docker-proxy", scenario, "direct-h1-netns")
     for scenario in profile.peer_scenarios:

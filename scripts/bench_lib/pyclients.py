@@ -23,17 +23,20 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent
 
 from bench_lib.model import RunResult, percentiles
+from bench_lib.scenarios import authorization
 
 Get = Callable[[str], Awaitable[int]]
 
 
-def _headers(authority: str, path: str) -> list[tuple[bytes, bytes]]:
+def _headers(authority: str, path: str, api_key: str | None) -> list[tuple[bytes, bytes]]:
+    auth = [(b"authorization", authorization(api_key).encode())] if api_key else []
     return [
         (b":method", b"GET"),
         (b":scheme", b"https"),
         (b":authority", authority.encode()),
         (b":path", path.encode()),
         (b"user-agent", b"scripts/bench"),
+        *auth,
     ]
 
 
@@ -48,8 +51,15 @@ def _fail(pending: dict[int, asyncio.Future[int]], reason: str) -> None:
 class _H2:
     """One HTTP/2 connection (h2 over asyncio TLS streams)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, authority: str):
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        authority: str,
+        api_key: str | None,
+    ):
         self.reader, self.writer, self.authority = reader, writer, authority
+        self.api_key = api_key
         self.http = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         self.pending: dict[int, asyncio.Future[int]] = {}
         self.status: dict[int, int] = {}
@@ -77,7 +87,8 @@ class _H2:
         stream_id = self.http.get_next_available_stream_id()
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.pending[stream_id] = waiter
-        self.http.send_headers(stream_id, _headers(self.authority, path), end_stream=True)
+        headers = _headers(self.authority, path, self.api_key)
+        self.http.send_headers(stream_id, headers, end_stream=True)
         self.writer.write(self.http.data_to_send())
         return await waiter
 
@@ -95,6 +106,7 @@ class _H3(QuicConnectionProtocol):
         super().__init__(*args, **kwargs)
         self.http = H3Connection(self._quic)
         self.authority = ""
+        self.api_key: str | None = None
         self.pending: dict[int, asyncio.Future[int]] = {}
         self.status: dict[int, int] = {}
 
@@ -116,7 +128,8 @@ class _H3(QuicConnectionProtocol):
         stream_id = self._quic.get_next_available_stream_id()
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.pending[stream_id] = waiter
-        self.http.send_headers(stream_id, _headers(self.authority, path), end_stream=True)
+        headers = _headers(self.authority, path, self.api_key)
+        self.http.send_headers(stream_id, headers, end_stream=True)
         self.transmit()
         return await waiter
 
@@ -140,7 +153,7 @@ async def _closed_loop(
             except (TimeoutError, ConnectionError):
                 status = 0
             samples.append((time.perf_counter() - sent) * 1e6)
-            failed += not 200 <= status < 400
+            failed += not 200 <= status < 300  # a 401 or a redirect is no answer here
             turn += 1
 
     await asyncio.gather(*(worker(n) for n in range(concurrency)))
@@ -160,7 +173,13 @@ def _result(requests: int, failed: int, samples: list[float], wall: float, cpu: 
 
 
 async def _run_h2(
-    host: str, port: int, ca_file: str, paths: list[str], concurrency: int, duration: float
+    host: str,
+    port: int,
+    ca_file: str,
+    paths: list[str],
+    api_key: str | None,
+    concurrency: int,
+    duration: float,
 ) -> RunResult:
     context = ssl.create_default_context(cafile=ca_file)
     context.set_alpn_protocols(["h2"])
@@ -169,7 +188,7 @@ async def _run_h2(
     )
     if writer.get_extra_info("ssl_object").selected_alpn_protocol() != "h2":
         raise RuntimeError("the server did not negotiate HTTP/2")
-    client = _H2(reader, writer, f"{host}:{port}")
+    client = _H2(reader, writer, f"{host}:{port}", api_key)
     try:
         cpu = time.process_time()
         requests, failed, samples, wall = await _closed_loop(
@@ -181,7 +200,13 @@ async def _run_h2(
 
 
 async def _run_h3(
-    host: str, port: int, ca_file: str, paths: list[str], concurrency: int, duration: float
+    host: str,
+    port: int,
+    ca_file: str,
+    paths: list[str],
+    api_key: str | None,
+    concurrency: int,
+    duration: float,
 ) -> RunResult:
     configuration = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name=host)
     configuration.load_verify_locations(ca_file)
@@ -190,6 +215,7 @@ async def _run_h3(
     ) as client:
         assert isinstance(client, _H3)
         client.authority = f"{host}:{port}"
+        client.api_key = api_key
         cpu = time.process_time()
         requests, failed, samples, wall = await _closed_loop(
             client.get, paths, concurrency, duration
@@ -203,9 +229,11 @@ def run(
     port: int,
     ca_file: str,
     paths: list[str],
+    api_key: str | None,
     concurrency: int,
     duration: float,
 ) -> RunResult:
-    """One closed-loop run over h2 or h3 to 127.0.0.1:port (the stack publishes on loopback)."""
+    """One closed-loop run over h2 or h3 to 127.0.0.1:port (the stack publishes on loopback),
+    every request with `Authorization: Bearer <api_key>` (none when None)."""
     runner = {"h2": _run_h2, "h3": _run_h3}[protocol]
-    return asyncio.run(runner(host, port, ca_file, paths, concurrency, duration))
+    return asyncio.run(runner(host, port, ca_file, paths, api_key, concurrency, duration))

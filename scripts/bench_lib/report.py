@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_lib.model import RunResult, summarise
-from bench_lib.plan import Cell
+from bench_lib.plan import AUTH_SCENARIO, Cell
 from bench_lib.scenarios import SCENARIOS
 
 SCHEMA = 1
@@ -102,6 +102,8 @@ def _service_cpu(stats: dict[str, dict[str, float]], service: str) -> float:
 # The compose service whose container serves each server's cells (compose.bench.yaml).
 SERVER_SERVICES = {
     "hypercorn": "app",
+    "hypercorn-uncached": "app-uncached",
+    "hypercorn-public": "app-public",
     "uvicorn": "app-uvicorn",
     "granian": "app-granian",
     "bare ASGI": "ceiling-asgi",
@@ -264,6 +266,104 @@ def baseline_lines(section: dict[str, Any]) -> list[str]:
     return lines
 
 
+# --- what authentication costs: the same read from apps that differ in one setting -------------
+# case -> (its cell's target, the setting that differs, as compose.bench.yaml sets it)
+AUTH_CASES = {
+    "key_cached": ("direct-h1", "a key; its lookup cached (APP_API_KEY_CACHE_SECONDS default)"),
+    "key_uncached": ("direct-h1-uncached", "a key; a lookup per request (CACHE_SECONDS=0)"),
+    "public": ("direct-h1-public", "no key (APP_PUBLIC_READS=true): the no-auth baseline"),
+}
+
+
+def _difference(mine: dict[str, Any], base: dict[str, Any], name: str) -> float | None:
+    top, bottom = mine[name], base[name]
+    return round(top - bottom, 1) if top and bottom else None
+
+
+def auth_cost(records: list[dict[str, Any]], concurrency: int) -> dict[str, Any] | None:
+    """GET /items/{id} direct (wrk, HTTP/1.1) with each AUTH_CASE, against public reads: the
+    throughput ratio, and the cost per request in us, derived from req/s at this fixed
+    concurrency (the saturated app spends 1e6/rps us per request: the difference is what
+    authentication adds), next to the p50 delta and the app's CPU time per request. Reported,
+    never asserted. None when the cells did not run (--groups, --scenarios, --url)."""
+    by_key = {record["key"]: record for record in records}
+    group = {"direct-h1": "paths"}
+    cells = {
+        case: by_key.get(f"{group.get(target, 'auth')}/{AUTH_SCENARIO}/{target}/c{concurrency}")
+        for case, (target, _) in AUTH_CASES.items()
+    }
+    if not all(cells.values()):
+        return None
+    figures = {}
+    for case, record in cells.items():
+        assert record is not None
+        summary = record["summary"]
+        figures[case] = {
+            "cell": record["key"],
+            "setting": AUTH_CASES[case][1],
+            "rps_median": summary["rps_median"],
+            "p50_ms": summary["latency_ms"]["p50"],
+            "p99_ms": summary["latency_ms"]["p99"],
+            # None when no request succeeded (a broken key: every answer a 401)
+            "us_per_request": round(1e6 / rps, 1) if (rps := summary["rps_median"]) else None,
+            "app_cpu_us_per_request": record["server_cpu_us_per_request"],
+            "failed": summary["failed"],
+            "valid": summary["valid"],
+        }
+    public = figures["public"]
+    costs = {}
+    for case in ("key_cached", "key_uncached"):
+        mine = figures[case]
+        costs[case] = {
+            "throughput_vs_public": _ratio(mine, public, "rps_median"),
+            "us_per_request": _difference(mine, public, "us_per_request"),
+            "p50_delta_ms": round(mine["p50_ms"] - public["p50_ms"], 2),
+            "app_cpu_us_per_request": _difference(mine, public, "app_cpu_us_per_request"),
+        }
+    return {
+        "scenario": AUTH_SCENARIO,
+        "via": "direct",
+        "protocol": "h1",
+        "tool": "wrk",
+        "concurrency": concurrency,
+        "cases": figures,
+        "cost_vs_public": costs,
+        "uncached_vs_cached_throughput": _ratio(
+            figures["key_uncached"], figures["key_cached"], "rps_median"
+        ),
+        "valid": all(f["valid"] for f in figures.values()),
+    }
+
+
+def _shown(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def auth_lines(section: dict[str, Any]) -> list[str]:
+    """The auth-cost section as plain lines: the same in the terminal and in report.md."""
+    caveat = "" if section["valid"] else " (from invalid runs)"
+    lines = [
+        f"authentication cost: GET /items/{{id}} direct (wrk, HTTP/1.1), "
+        f"c={section['concurrency']}{caveat}; cost per request = 1e6/req/s over public reads",
+    ]
+    for case, figures in section["cases"].items():
+        lines.append(
+            f"  {case:<13} {figures['rps_median']:8,.0f} req/s  p50 {figures['p50_ms']:6.2f} ms  "
+            f"{_shown(figures['us_per_request'], '7.1f')} us/req  app CPU "
+            f"{_shown(figures['app_cpu_us_per_request'], ',.0f')} us/req  ({figures['setting']})"
+        )
+    for case, cost in section["cost_vs_public"].items():
+        lines.append(
+            f"auth {case} vs public: throughput {_shown(cost['throughput_vs_public'], '.2f')}, "
+            f"{_shown(cost['us_per_request'], '+.1f')} us per request, "
+            f"p50 {cost['p50_delta_ms']:+.2f} ms, "
+            f"app CPU {_shown(cost['app_cpu_us_per_request'], '+.1f')} us per request"
+        )
+    ratio = _shown(section["uncached_vs_cached_throughput"], ".2f")
+    lines.append(f"auth key_uncached vs key_cached: throughput {ratio}")
+    return lines
+
+
 def write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, indent=2) + "\n")
 
@@ -304,6 +404,7 @@ def terminal_table(
     records: list[dict[str, Any]],
     target_rows: list[dict[str, Any]],
     baseline_section: dict[str, Any] | None = None,
+    auth_section: dict[str, Any] | None = None,
 ) -> str:
     rows = [_HEADER, *(_row(r) for r in records)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER) - 1)]
@@ -324,6 +425,8 @@ def terminal_table(
         lines.append(f"target {t['name']}: {ratio} ({goal}) {verdict}{caveat}")
     if baseline_section:
         lines += ["", *baseline_lines(baseline_section)]
+    if auth_section:
+        lines += ["", *auth_lines(auth_section)]
     return "\n".join(lines)
 
 
@@ -389,6 +492,21 @@ def markdown(document: dict[str, Any], chart: str | None) -> str:
             "",
             "```",
             *baseline_lines(section),
+            "```",
+        ]
+    if document.get("auth"):
+        lines += [
+            "",
+            "## What authentication costs",
+            "",
+            "The same read from three apps of this checkout that differ in one setting "
+            "(compose.bench.yaml: `app`, `app-uncached`, `app-public`), in the same "
+            "interleaved rounds. Cost per request: 1e6/req/s minus that of public reads, at "
+            "this fixed concurrency (the saturated app's time per request); app CPU from "
+            "docker stats. Reported, never asserted.",
+            "",
+            "```",
+            *auth_lines(document["auth"]),
             "```",
         ]
     lines += ["", "## Every cell", ""]

@@ -24,6 +24,7 @@ H2_STREAMS_PER_CONNECTION = 8  # like a browser multiplexing a page's requests
 class Context:
     tools: loadgen.Tools
     item_ids: list[int]
+    api_key: str  # sent on every request but to an anonymous target; never written out
     ca_file: str
     containers: dict[str, str]  # for docker stats
     generator_cpu: int | None  # --pin: the CPU the generator runs on
@@ -53,8 +54,10 @@ def run_once(
 ) -> RunResult:
     """One run; `during` is entered when the load starts and left when it ends."""
     target, c, cpu = cell.target, cell.concurrency, context.generator_cpu
+    key = None if target.anonymous else context.api_key
     if target.tool == "wrk":
-        script = wrk_script(cell.scenario, context.item_ids, random.randrange(2**31), delay_ms)
+        seed = random.randrange(2**31)
+        script = wrk_script(cell.scenario, context.item_ids, seed, key, delay_ms)
         return loadgen.wrk(
             context.tools, target.url + "/", script, c, duration, cpu, during, target.network
         )
@@ -65,6 +68,7 @@ def run_once(
             context.tools,
             target.url,
             paths,
+            key,
             connections,
             c // connections,
             duration,
@@ -77,7 +81,7 @@ def run_once(
     assert url.port is not None
     with _affinity(cpu), during:
         return pyclients.run(
-            target.protocol, url.hostname, url.port, context.ca_file, paths, c, duration
+            target.protocol, url.hostname, url.port, context.ca_file, paths, key, c, duration
         )
 
 

@@ -5,11 +5,14 @@ mixed scenarios run on HTTP/1.1 only, through wrk's Lua `request` hook.
 """
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 
 ENCODINGS = "zstd, gzip"  # what browsers send: the list scenario exercises Caddy's encoder
 LIST_LIMIT = 100  # the largest page the API serves: a ~60 KB JSON body
+# An API key as service.keys makes them (svc_<id>_<secret>): safe inside a Lua string literal.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,11 @@ _PREAMBLE = """
 local ids = {%(ids)s}
 local prefix = "%(prefix)s"
 local counter = 0
-local get_headers = {["Accept-Encoding"] = "%(encodings)s"}
-local post_headers = {["Content-Type"] = "application/json", ["Accept-Encoding"] = "%(encodings)s"}
-local keyed_headers = {["Content-Type"] = "application/json", ["Accept-Encoding"] = "%(encodings)s"}
+local get_headers = {%(auth)s["Accept-Encoding"] = "%(encodings)s"}
+local post_headers = {%(auth)s["Content-Type"] = "application/json",
+  ["Accept-Encoding"] = "%(encodings)s"}
+local keyed_headers = {%(auth)s["Content-Type"] = "application/json",
+  ["Accept-Encoding"] = "%(encodings)s"}
 math.randomseed(%(seed)d)
 
 local function get(path)
@@ -99,17 +104,29 @@ end
 }
 
 
-def wrk_script(scenario: str, item_ids: list[int], seed: int, delay_ms: float = 0) -> str:
+def authorization(api_key: str) -> str:
+    """The header's value; refuses what a Lua literal or a command line could misread."""
+    if not _TOKEN.fullmatch(api_key):
+        raise ValueError("the API key has characters no key of service.keys has")
+    return f"Bearer {api_key}"
+
+
+def wrk_script(
+    scenario: str, item_ids: list[int], seed: int, api_key: str | None, delay_ms: float = 0
+) -> str:
     """A complete wrk script; item names carry a fresh prefix (names are unique in the API).
 
-    delay_ms paces each connection (wrk's `delay` hook), for a steady rate rather than as fast
-    as the server answers.
+    Every request carries `Authorization: Bearer <api_key>` (none when api_key is None: an
+    anonymous client). delay_ms paces each connection (wrk's `delay` hook), for a steady rate
+    rather than as fast as the server answers.
     """
+    auth = f'["Authorization"] = "{authorization(api_key)}", ' if api_key else ""
     preamble = _PREAMBLE % {
         "ids": ",".join(map(str, item_ids)),
         "prefix": f"bench-{uuid.uuid4().hex[:12]}",
         "encodings": ENCODINGS,
         "seed": seed,
+        "auth": auth,
     }
     pacing = f"delay = function() return {round(delay_ms)} end\n" if delay_ms else ""
     return preamble + _REQUEST[scenario] + "\n" + pacing + _DONE

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ENV = Path(__file__).with_name("bench.env")
 CA_IN_PROXY = "/data/caddy/pki/authorities/local/root.crt"
 BENCH_DOCKERFILE = "Dockerfile.bench"
+KEY_SCOPES = ("items:read", "items:write", "jobs:read", "jobs:write")  # every scenario's
 
 
 def _run(
@@ -83,6 +84,15 @@ class Compose:
 
     def down(self) -> None:
         self("down", "--volumes", "--remove-orphans", "--timeout", "30", check=False)
+
+    def create_key(self, name: str) -> str:
+        """A new API key of every scope, made as README says: the command line inside the app
+        container. It prints the key as its last line; the key is returned, never shown."""
+        scopes = [arg for scope in KEY_SCOPES for arg in ("--scope", scope)]
+        done = self(
+            "exec", "-T", "app", "python", "-m", "service.keys", "create", "--name", name, *scopes
+        )
+        return done.stdout.strip().splitlines()[-1]
 
     def copy_ca(self, destination: Path) -> None:
         deadline = time.monotonic() + 30

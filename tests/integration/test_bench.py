@@ -1,9 +1,11 @@
 """scripts/bench --quick --baseline HEAD on its own stack (compose.yaml + compose.bench.yaml +
 compose.baseline.yaml): every output is written with the documented structure, every scenario,
 path and the baseline ran, and no request failed. HEAD as its own baseline proves the mechanics
-(its ratios are about 1). Speed is never asserted: the figures are reported, not tested."""
+(its ratios are about 1). Every request sends an API key the bench made with the command line,
+which no output shows. Speed is never asserted: the figures are reported, not tested."""
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ HTTP_PORT=39080
 HTTPS_PORT=39443
 BENCH_APP_PORT=39000
 BENCH_CEILING_ASGI_PORT=39001
+BENCH_APP_UNCACHED_PORT=39002
+BENCH_APP_PUBLIC_PORT=39003
 BENCH_UVICORN_PORT=39444
 BENCH_GRANIAN_PORT=39445
 BENCH_CEILING_CADDY_PORT=39446
@@ -38,6 +42,8 @@ TARGETS = {
     "caddy-h1",
     "caddy-h2",
     "direct-h1",
+    "direct-h1-uncached",
+    "direct-h1-public",
     "uvicorn-h2",
     "granian-h2",
     "respond-h1",
@@ -58,6 +64,9 @@ INFORMATIONAL = {
     "without_docker_proxy_direct_h1",
 }
 BASELINE_RATIOS = {"throughput", "p99", "requests_per_app_cpu_s"}
+AUTH_CASES = {"key_cached": "direct-h1", "key_uncached": "direct-h1-uncached"}
+# service.keys' keys (svc_<public id>_<secret>): none may appear in any output, nor its header.
+KEY = re.compile(r"svc_[0-9a-f]{16}_|Bearer\s+\S")
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +87,8 @@ def output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     print(done.stdout)
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    (workdir / "stdout").write_text(done.stdout)
+    (workdir / "stderr").write_text(done.stderr)
     return out
 
 
@@ -126,8 +137,20 @@ def test_every_scenario_path_peer_and_ceiling_ran(results: dict[str, Any]) -> No
     assert {cell["scenario"] for cell in cells} == SCENARIOS
     assert {cell["target"] for cell in cells} == TARGETS
     assert {cell["group"] for cell in cells} >= {
-        *("paths", "docker-proxy", "peers", "baseline", "ceilings", "h3"),
+        *("paths", "auth", "docker-proxy", "peers", "baseline", "ceilings", "h3"),
     }
+
+
+def test_the_bench_made_a_key_and_no_output_shows_it(output: Path, results: dict[str, Any]) -> None:
+    """Every cell but public reads needs the key (a 401 is a failed request, which
+    test_no_request_failed_in_any_cell rules out); its name is recorded, the key nowhere."""
+    key = results["settings"]["api_key"]
+    assert re.fullmatch(r"bench-[0-9a-f]{8}", key["name"]), key
+    assert set(key["scopes"]) == {"items:read", "items:write", "jobs:read", "jobs:write"}
+    outputs = [output / "results.json", output / "report.md", *output.parent.glob("std*")]
+    assert len(outputs) == 4
+    for path in outputs:
+        assert not KEY.search(path.read_text()), path
 
 
 def test_the_docker_proxy_cells_bypass_it(results: dict[str, Any]) -> None:
@@ -177,6 +200,36 @@ def test_targets_are_reported_as_ratios(results: dict[str, Any]) -> None:
         informational = target["name"] in INFORMATIONAL
         assert (target["goal"] is None) == informational, target
         assert (target["met"] is None) == informational, target
+
+
+def test_the_auth_cost_is_reported_for_three_cases(results: dict[str, Any], output: Path) -> None:
+    section = results["auth"]
+    assert (section["scenario"], section["via"], section["tool"]) == ("item", "direct", "wrk")
+    assert section["concurrency"] == results["settings"]["concurrency"]
+    c = section["concurrency"]
+    cases = section["cases"]
+    assert cases.keys() == {*AUTH_CASES, "public"}
+    assert cases["key_cached"]["cell"] == f"paths/item/direct-h1/c{c}"
+    assert cases["key_uncached"]["cell"] == f"auth/item/direct-h1-uncached/c{c}"
+    assert cases["public"]["cell"] == f"auth/item/direct-h1-public/c{c}"
+    for case, figures in cases.items():
+        assert figures["failed"] == 0, case
+        assert figures["rps_median"] > 0, case
+        assert figures["us_per_request"] == pytest.approx(1e6 / figures["rps_median"], abs=0.11)
+    assert section["cost_vs_public"].keys() == AUTH_CASES.keys()
+    for case, cost in section["cost_vs_public"].items():
+        assert isinstance(cost["throughput_vs_public"], float), case
+        # Figures derived from this run's req/s, whatever their sign: reported, not asserted.
+        expected = cases[case]["us_per_request"] - cases["public"]["us_per_request"]
+        assert cost["us_per_request"] == pytest.approx(expected, abs=0.11), case
+        # The app's CPU per request, from docker stats, when both runs' stats caught it.
+        cpus = (cases[case]["app_cpu_us_per_request"], cases["public"]["app_cpu_us_per_request"])
+        if None not in cpus:
+            assert cost["app_cpu_us_per_request"] == pytest.approx(cpus[0] - cpus[1], abs=0.11)
+    report = (output / "report.md").read_text()
+    assert "## What authentication costs" in report
+    for line in ("auth key_cached vs public: ", "auth key_uncached vs public: "):
+        assert line in report
 
 
 def test_the_bench_stack_is_stopped(output: Path) -> None:
