@@ -75,7 +75,9 @@ def rotate(stack: Stack) -> int:
     started = time.monotonic()
     say(f"rotating the password of role {role!r} in project {stack.project}")
     stack.docker(
-        "run", "--rm", "--network", "none", "--cap-drop", "ALL",
+        # Root, as the secrets service (compose.yaml), for the root-owned secrets volume; no
+        # capability. The db image's own user is postgres.
+        "run", "--rm", "--network", "none", "--user", "0", "--cap-drop", "ALL",
         "--security-opt", "no-new-privileges:true",
         "--volume", f"{volume_at(db, str(password_file.parent))}:{password_file.parent}",
         "--volume", f"{volume_at(db, SOCKET_DIR)}:{SOCKET_DIR}",
