@@ -92,15 +92,18 @@ def test_a_request_that_creates_a_job_is_one_trace_with_the_job_linked(
     started = time.monotonic()
     since = datetime.now(UTC)
     agent = f"tracing-test-{uuid.uuid4().hex[:8]}"
-    with traced.client(headers={"user-agent": agent}) as client:
+    # A key no replica has seen: its lookup is always in the trace (a cached one is not).
+    key = traced.create_key(agent, ("jobs:read", "jobs:write"))
+    with traced.client(headers={"user-agent": agent, "Authorization": f"Bearer {key}"}) as client:
         created = client.post("/jobs", json={"kind": "sleep", "payload": {"seconds": 0.2}})
         assert created.status_code == 202, created.text
         job_id = created.json()["id"]
         done = client.get(f"/jobs/{job_id}", params={"wait": 10}, headers={"user-agent": "other"})
         assert done.json()["state"] == "done"
 
-    # caddy, route, pool.acquire, INSERT; the job's span and its UPDATE.
-    spans = spans_of(agent, expected=6)
+    # caddy, route, the key's lookup (pool.acquire, SELECT), pool.acquire, INSERT; the job's
+    # span and its UPDATE.
+    spans = spans_of(agent, expected=8)
     edge = one(spans, service="service-edge", name="caddy")
     assert edge["kind"] == 2, "SERVER"
     assert edge["parent_span_id"] is None, "a trace starts at the edge"
@@ -111,8 +114,15 @@ def test_a_request_that_creates_a_job_is_one_trace_with_the_job_linked(
     assert (route["trace_id"], route["parent_span_id"]) == (trace_id, edge["span_id"])
     assert route["attributes"]["http.route"] == "/jobs"
     under_route = [s for s in spans if s["parent_span_id"] == route["span_id"]]
-    assert sorted(s["name"] for s in under_route) == ["INSERT", "pool.acquire"]
+    assert sorted(s["name"] for s in under_route) == [
+        "INSERT",
+        "SELECT",
+        "pool.acquire",
+        "pool.acquire",
+    ]
     assert all(s["trace_id"] == trace_id for s in under_route)
+    lookup = one(under_route, name="SELECT")
+    assert "FROM api_keys" in lookup["attributes"]["db.statement"]
     insert = one(under_route, name="INSERT")
     assert "INSERT INTO jobs" in insert["attributes"]["db.statement"]
     assert "db.statement.parameters" not in insert["attributes"]
