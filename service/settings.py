@@ -100,7 +100,6 @@ class Settings(BaseSettings):
     )
     job_poll_interval: float = Field(1.0, gt=0, description="Idle workers look again this often.")
     job_release_timeout: float = Field(5.0, gt=0, description="Cancelled job's release, seconds.")
-    job_max_wait: float = Field(60.0, gt=0, description="Upper bound of GET /jobs/{id}?wait=.")
 
     public_reads: bool = Field(
         False,
