@@ -17,7 +17,7 @@ router = APIRouter(
     prefix="/jobs", tags=["jobs"], dependencies=AUTHORIZED, responses=GUARDED | UNAVAILABLE
 )
 
-MAX_WAIT_SECONDS = 60  # keep below the proxy's response timeout
+MAX_WAIT_SECONDS = 60  # below graceful_timeout: held by tests/unit/test_timeouts.py
 
 
 @router.post("", response_model=Job, status_code=202, responses=IDEMPOTENT)
