@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from service.background.events import JobEvents
+from service.background.handlers import JobHandler
+from service.background.supervisor import supervise
+from service.background.worker import Worker
 from service.db import backups as backup_queries
 from service.db import jobs as job_queries
 from service.db.errors import DATABASE_UNAVAILABLE
@@ -23,10 +27,6 @@ from service.db.migrate import apply_migrations
 from service.db.password import Password
 from service.db.pool import Pool, Reachability, Turns, open_pool
 from service.draining import Draining
-from service.jobs.events import JobEvents
-from service.jobs.handlers import JobHandler
-from service.jobs.supervisor import supervise
-from service.jobs.worker import Worker
 from service.metrics import Metrics
 from service.services.idempotency import purge_expired
 from service.services.keys import Authenticator

@@ -12,8 +12,8 @@ from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.openapi import install_openapi
 from service.api.ratelimit import install as install_rate_limits
+from service.background.handlers import DEFAULT_HANDLERS, JobHandler
 from service.draining import CloseWhileDraining, Draining
-from service.jobs.handlers import DEFAULT_HANDLERS, JobHandler
 from service.lifespan import lifespan
 from service.logs import configure_logging
 from service.metrics import Metrics
