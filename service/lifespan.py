@@ -26,12 +26,12 @@ from service.db.errors import DATABASE_UNAVAILABLE
 from service.db.migrate import apply_migrations
 from service.db.password import Password
 from service.db.pool import Pool, Reachability, Turns, open_pool
+from service.domain.idempotency import purge_expired
+from service.domain.keys import Authenticator
+from service.domain.ratelimit import Kind, Policy, RateLimits
+from service.domain.readiness import unready_reason
 from service.draining import Draining
 from service.metrics import Metrics
-from service.services.idempotency import purge_expired
-from service.services.keys import Authenticator
-from service.services.ratelimit import Kind, Policy, RateLimits
-from service.services.readiness import unready_reason
 from service.settings import Settings
 from service.tracing import Tracing
 

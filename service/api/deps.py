@@ -9,10 +9,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.db.pool import Connection
+from service.domain.idempotency import IdempotencyService
+from service.domain.items import ItemService
+from service.domain.jobs import JobService
 from service.lifespan import Runtime
-from service.services.idempotency import IdempotencyService
-from service.services.items import ItemService
-from service.services.jobs import JobService
 
 
 async def get_runtime(request: Request) -> Runtime:

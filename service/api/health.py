@@ -5,8 +5,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.deps import RuntimeDep
 from service.api.errors import UNAVAILABLE, ServiceUnavailable
+from service.domain.readiness import unready_reason
 from service.models import Health, Readiness, WhoAmI
-from service.services.readiness import unready_reason
 
 router = APIRouter(tags=["operations"])
 

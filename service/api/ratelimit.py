@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import problem
+from service.domain.ratelimit import Decision, Kind
 from service.lifespan import Runtime
 from service.models import Problem
-from service.services.ratelimit import Decision, Kind
 
 # The scope key under which RateLimitHeaders gives each request a list, for `enforce` to
 # leave its decision in. Not the scope's "state": servers may share that dict between requests

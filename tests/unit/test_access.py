@@ -15,10 +15,10 @@ from fastapi import APIRouter
 from service import keys as cli
 from service.api.access import AUTHORIZED, ROUTE_SCOPES, check_route_scopes
 from service.db.pool import Reachability, Turns
+from service.domain.errors import InvalidKey
+from service.domain.keys import Authenticator, KeyService, digest
 from service.main import create_app
 from service.models import Scope
-from service.services.errors import InvalidKey
-from service.services.keys import Authenticator, KeyService, digest
 from service.settings import Settings
 from tests.unit.conftest import bearer, make_key, make_settings, run_lifespan
 

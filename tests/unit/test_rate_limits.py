@@ -12,9 +12,9 @@ from starlette.types import ASGIApp
 
 from service.api.errors import PROBLEM_JSON
 from service.api.ratelimit import enforce, headers
+from service.domain.errors import NotFound
+from service.domain.ratelimit import UNLIMITED, Decision, Policy, RateLimits
 from service.main import create_api, create_app
-from service.services.errors import NotFound
-from service.services.ratelimit import UNLIMITED, Decision, Policy, RateLimits
 from service.settings import Settings
 from tests.unit.conftest import bearer, make_key, make_settings, run_lifespan
 
