@@ -12,12 +12,11 @@ from service.db.pool import Connection
 from service.domain.idempotency import IdempotencyService
 from service.domain.items import ItemService
 from service.domain.jobs import JobService
-from service.lifespan import Runtime
+from service.runtime import Runtime, runtime_of
 
 
 async def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+    return runtime_of(request)
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
