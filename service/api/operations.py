@@ -42,6 +42,12 @@ async def readyz(runtime: RuntimeDep) -> Readiness:
     return Readiness()
 
 
+# Uptime monitors often ask with HEAD: the probes answer it as GET, and the server sends no
+# body. Not in the OpenAPI document, where a second operation would repeat GET's.
+router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
+
+
 @router.get("/whoami", response_model=WhoAmI, status_code=200)
 async def whoami(request: Request) -> WhoAmI:
     """The request as the app sees it after the proxy chain: for operators and the tests."""

@@ -111,6 +111,19 @@ async def test_health_and_readiness_stay_open(anonymous: httpx.AsyncClient) -> N
     assert (await anonymous.get("/readyz")).status_code == 200
 
 
+async def test_head_on_health_and_readiness_is_open_and_answers_as_get(
+    anonymous: httpx.AsyncClient,
+) -> None:
+    """Uptime monitors often use HEAD; the server sends no body (test_server.py)."""
+    for path in ("/healthz", "/readyz"):
+        got, head = await anonymous.get(path), await anonymous.head(path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == got.headers["content-length"]
+    document = (await anonymous.get("/openapi.json")).json()
+    assert document["paths"]["/healthz"].keys() == document["paths"]["/readyz"].keys() == {"get"}
+
+
 async def test_public_reads_open_reads_only(database_url: str) -> None:
     settings = make_settings(database_url, public_reads=True)
     async with run_lifespan(create_app(settings)) as manager:

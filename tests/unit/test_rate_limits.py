@@ -234,6 +234,14 @@ async def test_routes_that_never_enforce_get_no_headers(limited: httpx.AsyncClie
     assert "ratelimit" not in response.headers
 
 
+async def test_head_on_the_probes_is_never_limited(limited: httpx.AsyncClient) -> None:
+    for _ in range(5):  # past the read burst of 3
+        for path in ("/healthz", "/readyz"):
+            response = await limited.head(path)
+            assert response.status_code == 200, path
+            assert "ratelimit" not in response.headers
+
+
 async def test_off_admits_and_sends_no_headers(database_url: str) -> None:
     async with _serving(_api(database_url, rate_limits=False)) as client, client() as http:
         for _ in range(5):
