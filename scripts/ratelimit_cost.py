@@ -19,7 +19,7 @@ import time
 import asyncpg
 from testcontainers.community.postgres import PostgresContainer
 
-from service.services.ratelimit import Policy, RateLimits
+from service.domain.ratelimit import Policy, RateLimits
 
 IN_FLIGHT = 32
 POOL_SIZE = 10

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from service.db.pool import dedicated_connection
+from service.domain.errors import Conflict, NotFound
+from service.domain.keys import KeyService
 from service.models import KEY_NAME_PATTERN, ApiKey, Scope
-from service.services.errors import Conflict, NotFound
-from service.services.keys import KeyService
 from service.settings import Settings
 
 

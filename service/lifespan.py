@@ -10,67 +10,50 @@ import asyncio
 import logging
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
+from service.background.events import JobEvents
+from service.background.supervisor import supervise
+from service.background.worker import Worker
 from service.db import backups as backup_queries
 from service.db import jobs as job_queries
 from service.db.errors import DATABASE_UNAVAILABLE
 from service.db.migrate import apply_migrations
 from service.db.password import Password
-from service.db.pool import Pool, Reachability, Turns, open_pool
-from service.draining import Draining
-from service.jobs.events import JobEvents
-from service.jobs.handlers import JobHandler
-from service.jobs.supervisor import supervise
-from service.jobs.worker import Worker
-from service.metrics import Metrics
-from service.services.idempotency import purge_expired
-from service.services.keys import Authenticator
-from service.services.ratelimit import Kind, Policy, RateLimits
-from service.services.readiness import unready_reason
+from service.db.pool import Reachability, Turns, open_pool
+from service.domain.idempotency import purge_expired
+from service.domain.keys import Authenticator
+from service.domain.ratelimit import Kind, Policy, RateLimits
+from service.domain.readiness import unready_reason
+from service.runtime import Process, Runtime, lifespan_state
 from service.settings import Settings
-from service.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class Runtime:
-    """What the lifespan built; routes reach it through the dependencies in api/deps.py."""
-
-    settings: Settings
-    pool: Pool
-    events: JobEvents
-    handlers: Mapping[str, JobHandler]
-    metrics: Metrics
-    draining: Draining
-    turns: Turns  # the pool, for requests
-    tracing: Tracing
-    authenticator: Authenticator
-    rate_limits: RateLimits
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Runtime]]]
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    metrics: Metrics = app.state.metrics
-    tracing: Tracing = app.state.tracing
-    tracing.start()
-    try:
-        async with _serving(app, settings, metrics, tracing):
-            yield
-    finally:
-        await tracing.stop()
+def lifespan(process: Process) -> Lifespan:
+    """The app's lifespan on `process`: it yields the Runtime as Starlette lifespan state."""
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[dict[str, Runtime]]:
+        process.tracing.start()
+        try:
+            async with _serving(process) as runtime:
+                yield lifespan_state(runtime)
+        finally:
+            await process.tracing.stop()
+
+    return run
 
 
 @asynccontextmanager
-async def _serving(
-    app: FastAPI, settings: Settings, metrics: Metrics, tracing: Tracing
-) -> AsyncIterator[None]:
+async def _serving(process: Process) -> AsyncIterator[Runtime]:
+    settings, metrics = process.settings, process.metrics
     reachability = Reachability(Password(settings).connect)
     async with open_pool(settings, reachability) as pool:
         await apply_migrations(settings)
@@ -79,21 +62,22 @@ async def _serving(
             settings.db_pool_max_size,
             reachability,
             settings.db_connect_timeout,
-            tracing.acquire_span,
+            process.tracing.acquire_span,
         )
         runtime = Runtime(
-            settings,
-            pool,
-            JobEvents(),
-            app.state.handlers,
-            metrics,
-            app.state.draining,
-            turns,
-            tracing,
-            Authenticator(turns, settings.db_acquire_timeout, settings.api_key_cache_seconds),
-            _rate_limits(settings),
+            settings=settings,
+            handlers=process.handlers,
+            metrics=metrics,
+            draining=process.draining,
+            tracing=process.tracing,
+            pool=pool,
+            turns=turns,
+            events=JobEvents(),
+            authenticator=Authenticator(
+                turns, settings.db_acquire_timeout, settings.api_key_cache_seconds
+            ),
+            rate_limits=_rate_limits(settings),
         )
-        app.state.runtime = runtime
         metrics.watch_pool(pool)
         metrics.count_job_kinds(runtime.handlers)
         async with asyncio.TaskGroup() as group:
@@ -103,7 +87,7 @@ async def _serving(
             ]
             log.info("started", extra={"version": settings.version, "tasks": len(tasks)})
             try:
-                yield
+                yield runtime
             finally:
                 runtime.draining.start()
                 log.info("shutdown: cancelling background tasks", extra={"tasks": len(tasks)})

@@ -12,12 +12,13 @@ from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.openapi import install_openapi
 from service.api.ratelimit import install as install_rate_limits
+from service.background.handlers import DEFAULT_HANDLERS, JobHandler
 from service.draining import CloseWhileDraining, Draining
-from service.jobs.handlers import DEFAULT_HANDLERS, JobHandler
 from service.lifespan import lifespan
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.middleware import RequestBodyGuard, RequestContextMiddleware, TrustedProxy
+from service.runtime import Process
 from service.settings import Settings
 from service.tracing import Tracing, from_environment
 
@@ -28,28 +29,8 @@ def create_api(
     draining: Draining | None = None,
     tracing: Tracing | None = None,
 ) -> FastAPI:
-    settings = settings or Settings()
-    configure_logging(settings.log_level)
-    api = FastAPI(
-        title="service",
-        version=settings.version,
-        lifespan=lifespan,
-        # Swagger UI from the app's own files (api/docs.py); ReDoc would need a web worker
-        # from a blob: URL and inline styles, which the edge's CSP forbids.
-        docs_url=None,
-        redoc_url=None,
-    )
-    api.state.settings = settings
-    api.state.handlers = handlers if handlers is not None else DEFAULT_HANDLERS
-    api.state.metrics = Metrics()
-    api.state.draining = draining if draining is not None else Draining()
-    api.state.tracing = tracing if tracing is not None else from_environment(settings)
-    install_error_handlers(api, settings.retry_after_seconds)
-    install_rate_limits(api)
-    api.include_router(router)
-    install_openapi(api, api.state.handlers, settings.public_reads)
-    install_docs(api)
-    return api
+    """The API without the layers around it (tests add routes of their own to it)."""
+    return _api(_process(settings, handlers, draining, tracing))
 
 
 def create_app(
@@ -67,12 +48,49 @@ def create_app(
     (service/tracing.py); its server span is outermost but for the proxy fix, so that every
     log line of a request, the access line too, carries the span's ids.
     """
-    api = create_api(settings, handlers, draining, tracing)
-    guarded = RequestBodyGuard(api, api.state.settings.request_body_timeout)
-    context = RequestContextMiddleware(guarded, api.state.metrics, api.state.settings.access_log)
+    process = _process(settings, handlers, draining, tracing)
+    guarded = RequestBodyGuard(_api(process), process.settings.request_body_timeout)
+    context = RequestContextMiddleware(guarded, process.metrics, process.settings.access_log)
     # Outermost but for the proxy fix: every response passes through it.
-    closing = CloseWhileDraining(context, api.state.draining)
-    return TrustedProxy(api.state.tracing.wrap(closing))
+    closing = CloseWhileDraining(context, process.draining)
+    return TrustedProxy(process.tracing.wrap(closing))
+
+
+def _process(
+    settings: Settings | None,
+    handlers: Mapping[str, JobHandler] | None,
+    draining: Draining | None,
+    tracing: Tracing | None,
+) -> Process:
+    """The parts given, and the defaults of the others; logging is configured first."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    return Process(
+        settings=settings,
+        handlers=handlers if handlers is not None else DEFAULT_HANDLERS,
+        metrics=Metrics(),
+        draining=draining if draining is not None else Draining(),
+        tracing=tracing if tracing is not None else from_environment(settings),
+    )
+
+
+def _api(process: Process) -> FastAPI:
+    settings = process.settings
+    api = FastAPI(
+        title="service",
+        version=settings.version,
+        lifespan=lifespan(process),
+        # Swagger UI from the app's own files (api/docs.py); ReDoc would need a web worker
+        # from a blob: URL and inline styles, which the edge's CSP forbids.
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_error_handlers(api, settings.retry_after_seconds)
+    install_rate_limits(api)
+    api.include_router(router)
+    install_openapi(api, process.handlers, settings.public_reads)
+    install_docs(api)
+    return api
 
 
 # For `hypercorn service.main:app` (compose.dev.yaml's reloading worker): no lame duck there,

@@ -2,10 +2,10 @@
 
 from fastapi import APIRouter
 
-from service.api import health, items, jobs
+from service.api import items, jobs, operations
 from service.api.access import check_route_scopes
 
-ROUTERS = (health.router, items.router, jobs.router)
+ROUTERS = (operations.router, items.router, jobs.router)
 check_route_scopes(ROUTERS)
 
 router = APIRouter()

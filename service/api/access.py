@@ -15,11 +15,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.api.deps import RuntimeDep
 from service.api.ratelimit import RATE_LIMITED, enforce
+from service.domain.errors import MissingScope, Unauthenticated
+from service.domain.keys import Caller
+from service.domain.ratelimit import Kind
 from service.middleware import API_KEY_NAME
 from service.models import Problem, Scope
-from service.services.errors import MissingScope, Unauthenticated
-from service.services.keys import Caller
-from service.services.ratelimit import Kind
 
 # (method, route path) -> the scope it needs. Every route not listed here is open (/healthz,
 # /readyz, /whoami); check_route_scopes makes sure no route of a guarded router is missing.

@@ -9,15 +9,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.db.pool import Connection
-from service.lifespan import Runtime
-from service.services.idempotency import IdempotencyService
-from service.services.items import ItemService
-from service.services.jobs import JobService
+from service.domain.idempotency import IdempotencyService
+from service.domain.items import ItemService
+from service.domain.jobs import JobService
+from service.runtime import Runtime, runtime_of
 
 
 async def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+    return runtime_of(request)
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

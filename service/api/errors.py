@@ -16,8 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from service.db.errors import DATABASE_UNAVAILABLE
-from service.models import FieldError, Problem
-from service.services.errors import (
+from service.domain.errors import (
     Conflict,
     InvalidInput,
     InvalidKey,
@@ -25,6 +24,7 @@ from service.services.errors import (
     NotFound,
     Unauthenticated,
 )
+from service.models import FieldError, Problem
 
 log = logging.getLogger(__name__)
 

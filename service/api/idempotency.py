@@ -1,5 +1,5 @@
 """The Idempotency-Key request header (draft-ietf-httpapi-idempotency-key-header) on the routes
-that change something: parsed and documented here, enforced by services/idempotency.py."""
+that change something: parsed and documented here, enforced by domain/idempotency.py."""
 
 import re
 from collections.abc import Awaitable, Callable
@@ -11,8 +11,8 @@ from pydantic import BaseModel, WithJsonSchema
 
 from service.api.access import CallerDep
 from service.api.deps import IdempotencyServiceDep
+from service.domain.idempotency import KeyedRequest, fingerprint
 from service.models import Problem, StoredResponse
-from service.services.idempotency import KeyedRequest, fingerprint
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"

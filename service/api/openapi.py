@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from service.api.access import READ_SCOPES, ROUTE_SCOPES, SECURITY_SCHEME
 from service.api.errors import PROBLEM_JSON
-from service.jobs.handlers import JobHandler
+from service.background.handlers import JobHandler
 
 PROBLEM = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 SCHEMA_REF = "#/components/schemas/{model}"

@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import problem
-from service.lifespan import Runtime
+from service.domain.ratelimit import Decision, Kind
 from service.models import Problem
-from service.services.ratelimit import Decision, Kind
+from service.runtime import runtime_of
 
 # The scope key under which RateLimitHeaders gives each request a list, for `enforce` to
 # leave its decision in. Not the scope's "state": servers may share that dict between requests
@@ -57,8 +57,7 @@ class RateLimited(Exception):
 def enforce(request: Request, identity: str, kind: Kind) -> None:
     """Takes one token from `identity`'s bucket for `kind`, or raises RateLimited. Sync and
     without I/O: it runs inside the auth dependency, on the event loop."""
-    runtime: Runtime = request.app.state.runtime
-    decision = runtime.rate_limits.admit(identity, kind)
+    decision = runtime_of(request).rate_limits.admit(identity, kind)
     request.scope[_DECISION].append(decision)
     if not decision.admitted:
         raise RateLimited(decision)

@@ -1,4 +1,4 @@
-"""SQL for the responses stored under Idempotency-Key values (see services/idempotency.py)."""
+"""SQL for the responses stored under Idempotency-Key values (see domain/idempotency.py)."""
 
 from service.db.pool import Connection, Pool
 from service.models import IdempotencyRecord, StoredResponse

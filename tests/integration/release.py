@@ -37,9 +37,9 @@ def make_clone(work: Path) -> tuple[Path, dict[str, str]]:
     commits = {"A": git(clone, "rev-parse", "--short=12", "HEAD")}
     git(clone, "commit", "--quiet", "--allow-empty", "-m", "B: a new version")
     commits["B"] = git(clone, "rev-parse", "--short=12", "HEAD")
-    health = clone / "service" / "api" / "health.py"
-    health.write_text(
-        health.read_text().replace(
+    operations = clone / "service" / "api" / "operations.py"
+    operations.write_text(
+        operations.read_text().replace(
             "    return Health(version=runtime.settings.version)",
             '    raise ServiceUnavailable("this build is broken")',
         )

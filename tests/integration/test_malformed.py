@@ -195,7 +195,7 @@ def test_over_long_uris_are_refused_by_caddy(
 @pytest.mark.parametrize(
     ("method", "target", "allow"),
     [
-        ("FOO", "/healthz", "GET"),
+        ("FOO", "/healthz", "GET, HEAD"),
         ("PUT", "/items", "GET, POST"),
         ("PUT", "/items/1", "DELETE, GET, PATCH"),  # every route on the path, not the first
         ("OPTIONS", "/items/1", "DELETE, GET, PATCH"),

@@ -19,10 +19,10 @@ from testcontainers.community.postgres import PostgresContainer
 
 from service.db.migrate import apply_migrations
 from service.db.pool import Pool, open_pool
+from service.domain.keys import KeyService
 from service.logs import JsonFormatter
 from service.main import create_app
 from service.models import Scope
-from service.services.keys import KeyService
 from service.settings import Settings
 from tests.project import HYPERCORN
 

@@ -15,10 +15,10 @@ from fastapi import APIRouter
 from service import keys as cli
 from service.api.access import AUTHORIZED, ROUTE_SCOPES, check_route_scopes
 from service.db.pool import Reachability, Turns
+from service.domain.errors import InvalidKey
+from service.domain.keys import Authenticator, KeyService, digest
 from service.main import create_app
 from service.models import Scope
-from service.services.errors import InvalidKey
-from service.services.keys import Authenticator, KeyService, digest
 from service.settings import Settings
 from tests.unit.conftest import bearer, make_key, make_settings, run_lifespan
 
@@ -109,6 +109,19 @@ async def test_each_route_needs_exactly_its_scope(
 async def test_health_and_readiness_stay_open(anonymous: httpx.AsyncClient) -> None:
     assert (await anonymous.get("/healthz")).status_code == 200
     assert (await anonymous.get("/readyz")).status_code == 200
+
+
+async def test_head_on_health_and_readiness_is_open_and_answers_as_get(
+    anonymous: httpx.AsyncClient,
+) -> None:
+    """Uptime monitors often use HEAD; the server sends no body (test_server.py)."""
+    for path in ("/healthz", "/readyz"):
+        got, head = await anonymous.get(path), await anonymous.head(path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == got.headers["content-length"]
+    document = (await anonymous.get("/openapi.json")).json()
+    assert document["paths"]["/healthz"].keys() == document["paths"]["/readyz"].keys() == {"get"}
 
 
 async def test_public_reads_open_reads_only(database_url: str) -> None:

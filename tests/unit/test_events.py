@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from service.jobs.events import JobEvents
+from service.background.events import JobEvents
 
 
 async def test_cancellation_wins_over_work_arriving_at_the_same_moment() -> None:

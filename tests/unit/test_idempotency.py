@@ -11,9 +11,9 @@ import pytest
 
 from service.db import idempotency as queries
 from service.db.pool import Pool
+from service.domain.idempotency import purge_expired
 from service.main import create_app
 from service.models import StoredResponse
-from service.services.idempotency import purge_expired
 from tests.unit.conftest import make_settings, run_lifespan
 
 PROBLEM = "application/problem+json"

@@ -7,9 +7,9 @@ import asyncpg
 import httpx
 import pytest
 
+from service.background.supervisor import supervise
 from service.db.migrate import apply_migrations
 from service.db.pool import open_pool
-from service.jobs.supervisor import supervise
 from service.main import create_app
 from service.settings import Settings
 from tests.unit.conftest import bearer, make_key, make_settings, run_lifespan

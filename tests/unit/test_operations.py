@@ -55,7 +55,7 @@ async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) 
     assert missing.headers["content-type"] == "application/problem+json"
     wrong_method = await client.put("/healthz")
     assert wrong_method.status_code == 405
-    assert wrong_method.headers["allow"] == "GET"
+    assert wrong_method.headers["allow"] == "GET, HEAD"
     assert wrong_method.json()["title"] == "Method Not Allowed"
 
 

@@ -12,9 +12,9 @@ from starlette.types import ASGIApp
 
 from service.api.errors import PROBLEM_JSON
 from service.api.ratelimit import enforce, headers
+from service.domain.errors import NotFound
+from service.domain.ratelimit import UNLIMITED, Decision, Policy, RateLimits
 from service.main import create_api, create_app
-from service.services.errors import NotFound
-from service.services.ratelimit import UNLIMITED, Decision, Policy, RateLimits
 from service.settings import Settings
 from tests.unit.conftest import bearer, make_key, make_settings, run_lifespan
 
@@ -232,6 +232,14 @@ async def test_routes_that_never_enforce_get_no_headers(limited: httpx.AsyncClie
     response = await limited.get("/healthz")
     assert response.status_code == 200
     assert "ratelimit" not in response.headers
+
+
+async def test_head_on_the_probes_is_never_limited(limited: httpx.AsyncClient) -> None:
+    for _ in range(5):  # past the read burst of 3
+        for path in ("/healthz", "/readyz"):
+            response = await limited.head(path)
+            assert response.status_code == 200, path
+            assert "ratelimit" not in response.headers
 
 
 async def test_off_admits_and_sends_no_headers(database_url: str) -> None:

@@ -68,7 +68,9 @@ class Connection:
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode().partition(":")
             headers[name.strip().lower()] = value.strip()
-        content = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        # A response to HEAD has the headers of GET's, its Content-Length too, but no body.
+        length = 0 if method == "HEAD" else int(headers.get("content-length", "0"))
+        content = await self.reader.readexactly(length)
         return Response(int(status_line.split()[1]), headers, content)
 
     async def closed_by_server(self) -> bool:
@@ -186,6 +188,17 @@ async def serving(database_url: str, lame_duck: float) -> AsyncIterator[Server]:
         await server.wait_ready()
         server.key = await make_key(database_url)
         yield server
+
+
+async def test_head_on_the_probes_answers_as_get_without_a_body(database_url: str) -> None:
+    async with serving(database_url, LAME_DUCK) as server, connect(server.port) as connection:
+        for path in ("/healthz", "/readyz"):
+            got = await connection.request("GET", path)
+            head = await connection.request("HEAD", path)
+            assert head.status == got.status == 200, path
+            assert head.headers["content-length"] == got.headers["content-length"]
+        # Had a body followed a HEAD response, this would read it as the next status line.
+        assert (await connection.request("GET", "/healthz")).status == 200
 
 
 async def test_sigterm_closes_the_listener_and_serves_open_connections_closing(

@@ -9,11 +9,11 @@ from uuid import UUID
 
 import pytest
 
+from service.background.events import JobEvents
+from service.background.handlers import DEFAULT_HANDLERS
+from service.background.worker import Worker
 from service.db import jobs as queries
 from service.db.pool import Pool
-from service.jobs.events import JobEvents
-from service.jobs.handlers import DEFAULT_HANDLERS
-from service.jobs.worker import Worker
 from service.metrics import Metrics
 from service.models import ClaimedJob
 from service.settings import Settings
@@ -67,7 +67,7 @@ async def test_cancelled_worker_puts_its_job_back_and_reraises(
     task = asyncio.create_task(worker.run())
     await wait_for_state(pool, job.id, "running")
 
-    caplog.set_level(logging.INFO, logger="service.jobs.worker")
+    caplog.set_level(logging.INFO, logger="service.background.worker")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

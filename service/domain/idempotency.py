@@ -18,8 +18,8 @@ from prometheus_client import Counter
 
 from service.db import idempotency as queries
 from service.db.pool import Connection, Pool
+from service.domain.errors import Conflict, InvalidInput
 from service.models import FieldError, StoredResponse
-from service.services.errors import Conflict, InvalidInput
 
 log = logging.getLogger(__name__)
 

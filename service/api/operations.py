@@ -5,8 +5,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.deps import RuntimeDep
 from service.api.errors import UNAVAILABLE, ServiceUnavailable
+from service.domain.readiness import unready_reason
 from service.models import Health, Readiness, WhoAmI
-from service.services.readiness import unready_reason
 
 router = APIRouter(tags=["operations"])
 
@@ -40,6 +40,12 @@ async def readyz(runtime: RuntimeDep) -> Readiness:
     if reason is not None:
         raise ServiceUnavailable(reason)
     return Readiness()
+
+
+# Uptime monitors often ask with HEAD: the probes answer it as GET, and the server sends no
+# body. Not in the OpenAPI document, where a second operation would repeat GET's.
+router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
 
 
 @router.get("/whoami", response_model=WhoAmI, status_code=200)

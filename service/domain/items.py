@@ -2,8 +2,8 @@
 
 from service.db import items as queries
 from service.db.pool import Connection
+from service.domain.errors import Conflict, NotFound
 from service.models import Item, ItemCreate, ItemPage, ItemUpdate
-from service.services.errors import Conflict, NotFound
 
 
 class ItemService:

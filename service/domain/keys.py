@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 
 from service.db import api_keys as queries
 from service.db.pool import Connection, Turns
+from service.domain.errors import Conflict, InvalidKey, NotFound
 from service.models import ApiKey, Scope, StoredKey
-from service.services.errors import Conflict, InvalidKey, NotFound
 
 PREFIX = "svc"
 _KEY = re.compile(rf"{PREFIX}_(?P<public_id>[0-9a-f]{{16}})_[A-Za-z0-9_-]{{43}}")

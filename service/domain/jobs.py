@@ -13,12 +13,12 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
+from service.background.events import JobEvents
+from service.background.handlers import JobHandler
 from service.db import jobs as queries
 from service.db.pool import Connection, Turns
-from service.jobs.events import JobEvents
-from service.jobs.handlers import JobHandler
+from service.domain.errors import InvalidInput, NotFound
 from service.models import FieldError, Job, JobCreate
-from service.services.errors import InvalidInput, NotFound
 from service.tracing import Tracing
 
 FINISHED = frozenset({"done", "failed"})

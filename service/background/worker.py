@@ -12,11 +12,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from service.background.events import JobEvents
+from service.background.handlers import JobHandler
 from service.db import jobs as queries
 from service.db.errors import DATABASE_UNAVAILABLE
 from service.db.pool import Pool
-from service.jobs.events import JobEvents
-from service.jobs.handlers import JobHandler
 from service.metrics import Metrics
 from service.models import ClaimedJob
 from service.settings import Settings

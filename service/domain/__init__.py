@@ -1,0 +1,1 @@
+"""The domain layer: the application's logic, between the routers and the SQL."""

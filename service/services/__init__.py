@@ -1,1 +1,0 @@
-"""The service layer: the application's logic, between the routers and the SQL."""
