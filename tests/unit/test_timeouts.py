@@ -157,11 +157,6 @@ TIMINGS = [
         DEFAULTS["request_body_timeout"],
         seconds(caddy_argument("read_body")),
         id="APP_REQUEST_BODY_TIMEOUT < Caddy's read_body",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="both are 30 s today: the app's deadline starts after Caddy's clock, so a "
-            "silent body may meet Caddy's timeout first (a change of value, outside issue 18)",
-        ),
     ),
 ]
 
