@@ -6,6 +6,7 @@ variable; each value must land where its component reads it. Needs the compose p
 engine."""
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -148,3 +149,19 @@ def test_prometheus_is_published_on_loopback_only(tmp_path_factory: pytest.TempP
     assert published == [("127.0.0.1", values["PROMETHEUS_PORT"])]
     # Where Caddy's internal listener and every replica are (prometheus/prometheus.yml).
     assert set(prometheus["networks"]) == {"edge"}
+
+
+def test_the_built_images_are_named_after_the_project(tmp_path: Path) -> None:
+    """Unless an env file names them: two checkouts under two project names never retag each
+    other's images (.env.example leaves the names empty)."""
+    env_file = tmp_path / "other.env"
+    env_file.write_text("COMPOSE_PROJECT_NAME=other\nAPP_IMAGE=\nPROXY_IMAGE=\nDB_IMAGE=\n")
+    config = render_compose("compose.yaml", "compose.observability.yaml", env_file=env_file)
+    built = {name: s["image"] for name, s in config["services"].items() if "build" in s}
+    assert built == {
+        "proxy": "other-proxy:dev",
+        "app": "other:dev",
+        "db": "other-db:dev",
+        "backup": "other-db:dev",
+        "prometheus": "other-prometheus:dev",
+    }

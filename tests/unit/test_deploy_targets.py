@@ -6,6 +6,7 @@ Docker call, and that a refused env file made none."""
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,18 @@ def test_an_unreachable_target_fails_before_anything_is_built_or_sent(
     ), result.stderr
     # One call, the check; no build, no image lookup, no compose.
     assert calls(tripwire) == ["ssh://deploy@host.invalid info --format {{.ID}}"]
+
+
+def test_an_older_python_is_told_which_version_the_deploy_needs() -> None:
+    """scripts/deploy runs on the host's python3: on 3.10 it names what it needs, before
+    deploy_lib's 3.11-only imports fail with a message that names neither."""
+    script = ROOT / "scripts" / "deploy"
+    as_if_310 = (
+        "import sys; sys.version_info = (3, 10, 12, 'final', 0); "
+        f"exec(compile(open({str(script)!r}).read(), 'scripts/deploy', 'exec'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", as_if_310, "staging"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"scripts/deploy needs Python >= 3.11; {sys.executable} is 3.10.12\n"
