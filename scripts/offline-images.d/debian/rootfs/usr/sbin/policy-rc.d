@@ -1,0 +1,3 @@
+#!/bin/sh
+# no service starts from package scripts inside images
+exit 101
