@@ -12,7 +12,6 @@ import signal
 import socket
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +33,7 @@ from bench_lib.stack import (
     Progress,
     project_containers,
 )
-from stack_facts import read_env_file
+from stack_facts import eventually, read_env_file
 
 SEED_ITEMS = 200
 KEY_VARIABLE = "BENCH_API_KEY"  # --url: the running stack's key (not an option: argv is public)
@@ -165,16 +164,15 @@ def _subset(text: str | None, known: tuple[str, ...], what: str) -> list[str]:
 
 def _wait_ready(client: httpx.Client, within: float = 60) -> None:
     """Healthy containers are not yet a serving path: wait for /readyz through Caddy."""
-    deadline = time.monotonic() + within
-    while True:
+
+    def ready() -> bool:
         try:
-            if client.get("/readyz").status_code == 200:
-                return
+            return client.get("/readyz").status_code == 200
         except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{client.base_url}readyz never answered 200 within {within} s")
-        time.sleep(1)
+            return False
+
+    if not eventually(ready, within, interval=1):
+        raise RuntimeError(f"{client.base_url}readyz never answered 200 within {within} s")
 
 
 def _seed(base_url: str, ca_file: str, api_key: str, progress: Progress) -> list[int]:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bench_lib.loadgen import Tools
-from bench_lib.stack import CA_IN_PROXY, ROOT
+from bench_lib.stack import ROOT
+from stack_facts import CA_IN_PROXY, ps_filters
 
 _PACKAGES = ("hypercorn", "uvicorn", "granian", "fastapi", "starlette", "pydantic", "asyncpg")
 _VERSIONS = (
@@ -91,14 +92,7 @@ def copy_ca_from_project(project: str, destination: Path) -> None:
     proxies = [
         name
         for name in _output(
-            "docker",
-            "ps",
-            "--filter",
-            f"label=com.docker.compose.project={project}",
-            "--filter",
-            "label=com.docker.compose.service=proxy",
-            "--format",
-            "{{.Names}}",
+            "docker", "ps", *ps_filters(project, "proxy"), "--format", "{{.Names}}"
         ).splitlines()
         if name
     ]

@@ -15,10 +15,13 @@ from typing import Any
 
 import docker
 
+from stack_facts import CA_IN_PROXY, eventually, ps_filters
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ENV = Path(__file__).with_name("bench.env")
-CA_IN_PROXY = "/data/caddy/pki/authorities/local/root.crt"
 BENCH_DOCKERFILE = "Dockerfile.bench"
+# Caddy writes its internal CA on its first start, a moment after the container runs.
+CA_TIMEOUT_SECONDS = 30
 KEY_SCOPES = ("items:read", "items:write", "jobs:read", "jobs:write")  # every scenario's
 
 
@@ -95,11 +98,11 @@ class Compose:
         return done.stdout.strip().splitlines()[-1]
 
     def copy_ca(self, destination: Path) -> None:
-        deadline = time.monotonic() + 30
-        while self("cp", f"proxy:{CA_IN_PROXY}", str(destination), check=False).returncode:
-            if time.monotonic() > deadline:
-                raise RuntimeError("Caddy's internal root CA never appeared")
-            time.sleep(0.5)
+        def copied() -> bool:
+            return not self("cp", f"proxy:{CA_IN_PROXY}", str(destination), check=False).returncode
+
+        if not eventually(copied, CA_TIMEOUT_SECONDS):
+            raise RuntimeError("Caddy's internal root CA never appeared")
 
 
 class Progress:
@@ -115,16 +118,7 @@ class Progress:
 
 def project_containers(project: str) -> dict[str, str]:
     """container name -> id, for every running container of a compose project."""
-    done = _run(
-        [
-            "docker",
-            "ps",
-            "--filter",
-            f"label=com.docker.compose.project={project}",
-            "--format",
-            "{{.Names}} {{.ID}}",
-        ]
-    )
+    done = _run(["docker", "ps", *ps_filters(project), "--format", "{{.Names}} {{.ID}}"])
     return dict(line.split() for line in done.stdout.splitlines() if line.strip())
 
 

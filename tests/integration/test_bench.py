@@ -13,6 +13,7 @@ from typing import Any
 import docker
 import pytest
 
+from stack_facts import compose_labels
 from tests.project import ROOT
 
 PROJECT = "service-bench-ci"
@@ -233,9 +234,7 @@ def test_the_auth_cost_is_reported_for_three_cases(results: dict[str, Any], outp
 
 
 def test_the_bench_stack_is_stopped(output: Path) -> None:
-    left = docker.from_env().containers.list(
-        all=True, filters={"label": f"com.docker.compose.project={PROJECT}"}
-    )
+    left = docker.from_env().containers.list(all=True, filters={"label": compose_labels(PROJECT)})
     assert not left, [c.name for c in left]
 
 
