@@ -19,7 +19,7 @@ from stack_facts import CA_IN_PROXY, eventually, ps_filters
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ENV = Path(__file__).with_name("bench.env")
-BENCH_DOCKERFILE = "Dockerfile.bench"
+BENCH_TARGET = "bench"  # the Dockerfile stage of the peer servers' image
 # Caddy writes its internal CA on its first start, a moment after the container runs.
 CA_TIMEOUT_SECONDS = 30
 KEY_SCOPES = ("items:read", "items:write", "jobs:read", "jobs:write")  # every scenario's
@@ -71,12 +71,13 @@ class Compose:
 
     def up(self, progress: "Progress", services: list[str]) -> None:
         """Builds every image, then starts `services` and what they depend on (all if empty)."""
-        # Each image once; the bench image is built FROM the service image, so it comes last.
+        # Each image once; the bench image comes last, its stages then reuse the app's build
+        # cache instead of building the same stages beside it.
         images: dict[str, str] = {}
         bench_images: dict[str, str] = {}
         for name, service in self.config()["services"].items():
             if "build" in service:
-                bench = service["build"].get("dockerfile", "").endswith(BENCH_DOCKERFILE)
+                bench = service["build"].get("target") == BENCH_TARGET
                 (bench_images if bench else images).setdefault(service.get("image", name), name)
         progress.note(f"building images: {', '.join(images)}")
         self("build", *images.values())
