@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     if document["cells"]:
         print(
             report.terminal_table(
-                document["cells"], document["targets"], document["baseline"], document["auth"]
+                document["cells"], document["goals"], document["baseline"], document["auth"]
             )
         )
     if document.get("soak"):
@@ -347,7 +347,7 @@ def _run(
         "settings": settings,
         "environment": env,
         "cells": [],
-        "targets": [],
+        "goals": [],
         "soak": None,
         "baseline": None,
         "auth": None,
@@ -371,7 +371,7 @@ def _run(
         cells = plan.build(profile, available, scenarios, groups)
         results = run_plan(cells, profile, context)
         document["cells"] = report.cell_records(cells, results)
-        document["targets"] = report.targets(document["cells"], profile.concurrency)
+        document["goals"] = report.goals(document["cells"], profile.concurrency)
         document["auth"] = report.auth_cost(document["cells"], profile.concurrency)
         if ref:
             document["baseline"] = report.baseline(
