@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy_lib.images import Images
 from deploy_lib.restore_point import STANZA, backup_now
 from deploy_lib.target import APP, COMPOSE_FILES, ROOT, DeployError, Target
-from stack_facts import EnvFileError, eventually, ps_filters, read_env_file
+from stack_facts import EnvFileError, config_env, eventually, ps_filters, read_env_file
 
 DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 # `--status` fails when the newest backup is older than this many BACKUP_DIFF_EVERY: one turn
@@ -146,8 +146,7 @@ def running(container: dict[str, Any]) -> bool:
 
 
 def env_of(container: dict[str, Any]) -> dict[str, str]:
-    pairs = (str(item).partition("=") for item in container["Config"]["Env"] or [])
-    return {name: value for name, _, value in pairs}
+    return config_env(container["Config"]["Env"])
 
 
 class Repository:

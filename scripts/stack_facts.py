@@ -2,7 +2,7 @@
 once. Standard library only: scripts/deploy runs on a plain python3."""
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,12 @@ def ps_filters(project: str, service: str | None = None) -> list[str]:
     return [
         arg for label in compose_labels(project, service) for arg in ("--filter", f"label={label}")
     ]
+
+
+def config_env(entries: Iterable[object] | None) -> dict[str, str]:
+    """An inspected container's or image's Config.Env (NAME=value strings) as a mapping."""
+    pairs = (str(entry).partition("=") for entry in entries or [])
+    return {name: value for name, _, value in pairs}
 
 
 def health_of(container: Mapping[str, Any]) -> str:

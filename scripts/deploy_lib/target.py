@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stack_facts import EnvFileError, ps_filters, read_env_file
+from stack_facts import EnvFileError, config_env, ps_filters, read_env_file
 
 if TYPE_CHECKING:
     from deploy_lib.images import Images
@@ -173,10 +173,9 @@ class Target:
     def commit_of(self, image: str) -> str:
         """The commit an image was built from (its APP_VERSION)."""
         env = self.docker("image", "inspect", "--format", "{{json .Config.Env}}", image)
-        for variable in json.loads(env):
-            name, _, value = str(variable).partition("=")
-            if name == "APP_VERSION":
-                return value
+        variables = config_env(json.loads(env))
+        if "APP_VERSION" in variables:
+            return variables["APP_VERSION"]
         raise DeployError(f"{image} has no APP_VERSION: not built by scripts/deploy")
 
     def engine_id(self) -> str:
