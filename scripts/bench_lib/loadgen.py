@@ -30,9 +30,11 @@ TIMEOUT_S = 10  # a request slower than this is a failure, not a latency figure
 
 _STARTED = "BENCH_STARTED"
 _TIMES = "BENCH_TIMES"
-# In the container: a line when the generator starts, then one with its run time, user and
-# system CPU seconds (bash's `time`); the exit status is the generator's.
-_TIMED = f'echo {_STARTED} >&2; TIMEFORMAT="{_TIMES} %3R %3U %3S"; time "$@"'
+# In the container: a line when it is up, then a wait for the go on stdin (what is measured
+# alongside reads its starting figures first: on a busy machine docker stats can take longer
+# than a --quick run), then the generator, then a line with its run time, user and system CPU
+# seconds (bash's `time`); the exit status is the generator's.
+_TIMED = f'echo {_STARTED} >&2; read -r _; TIMEFORMAT="{_TIMES} %3R %3U %3S"; time "$@"'
 _VERSIONS = "wrk -v 2>&1 | head -n 1; h2load --version"  # wrk -v exits 1
 
 
@@ -99,19 +101,22 @@ def _timed(
     network: str,
 ) -> tuple[str, float]:
     """Runs a generator to completion in the tools image: its output and CPU share (CPU time
-    over its own run time). `during` is entered when the generator starts and left when it ends,
-    so that what is measured alongside (docker stats) leaves the container's life out."""
+    over its own run time). `during` is entered before the generator starts its load and left
+    when it ends, so that what is measured alongside (docker stats) holds the whole load and
+    leaves the container's life out."""
     name = f"bench-generator-{uuid.uuid4().hex[:12]}"
-    docker = [*_docker_run(workdir, cpu, network), f"--name={name}", tools.image]
+    docker = [*_docker_run(workdir, cpu, network), "--interactive", f"--name={name}", tools.image]
     with (
         tempfile.TemporaryFile("w+") as out,
         subprocess.Popen(
             [*docker, "bash", "-c", _TIMED, "bash", *command],
+            stdin=subprocess.PIPE,
             stdout=out,
             stderr=subprocess.PIPE,
             text=True,
         ) as process,
     ):
+        assert process.stdin is not None
         assert process.stderr is not None
         errors: list[str] = []
         times: list[float] | None = None
@@ -120,6 +125,8 @@ def _timed(
                 for line in process.stderr:
                     if line.strip() == _STARTED:
                         window.enter_context(during)
+                        process.stdin.write("go\n")
+                        process.stdin.close()
                     elif line.startswith(_TIMES + " "):
                         window.close()
                         times = [float(x) for x in line.split()[1:]]
