@@ -16,8 +16,8 @@ COPY pyproject.toml uv.lock ./
 RUN uv sync --locked --no-dev --no-install-project --python "$(command -v python3)" \
     && rm -rf /root/.cache
 
-# --- runtime: the environment and the code, nothing else ------------------------------------
-FROM ${PYTHON_IMAGE}
+# --- app: the environment and the code, nothing else ----------------------------------------
+FROM ${PYTHON_IMAGE} AS app
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin app
@@ -35,3 +35,17 @@ USER app:app
 EXPOSE 8000
 # Exec form: the server is the process that receives SIGTERM (and starts its lame duck).
 CMD ["python", "-m", "service.server"]
+
+# --- bench: the app plus the peer ASGI servers (uvicorn, granian) of the locked `bench-servers`
+# group, so that every server scripts/bench runs has the same code and dependencies. Never
+# deployed (compose.bench.yaml: target bench).
+FROM build AS bench-build
+RUN uv sync --locked --no-dev --group bench-servers --no-install-project \
+       --python "$(command -v python3)" \
+    && rm -rf /root/.cache
+
+FROM app AS bench
+COPY --from=bench-build /opt/venv /opt/venv
+
+# The default target stays the app: the classic builder builds the last stage.
+FROM app

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy_lib.images import Images
 from deploy_lib.restore_point import STANZA, backup_now
 from deploy_lib.target import APP, COMPOSE_FILES, ROOT, DeployError, Target
-from stack_facts import EnvFileError, read_env_file
+from stack_facts import EnvFileError, config_env, eventually, ps_filters, read_env_file
 
 DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 # `--status` fails when the newest backup is older than this many BACKUP_DIFF_EVERY: one turn
@@ -109,11 +109,8 @@ class Stack:
 
     def containers(self, service: str) -> list[dict[str, Any]]:
         """The service's containers, running or not."""
-        ids = self.docker(
-            "ps", "--all", "--quiet",
-            "--filter", f"label=com.docker.compose.project={self.project}",
-            "--filter", f"label=com.docker.compose.service={service}",
-        ).stdout.split()  # fmt: skip
+        listed = self.docker("ps", "--all", "--quiet", *ps_filters(self.project, service))
+        ids = listed.stdout.split()
         if not ids:
             return []
         found: list[dict[str, Any]] = json.loads(self.docker("inspect", *ids).stdout)
@@ -149,8 +146,7 @@ def running(container: dict[str, Any]) -> bool:
 
 
 def env_of(container: dict[str, Any]) -> dict[str, str]:
-    pairs = (str(item).partition("=") for item in container["Config"]["Env"] or [])
-    return {name: value for name, _, value in pairs}
+    return config_env(container["Config"]["Env"])
 
 
 class Repository:
@@ -338,15 +334,16 @@ def restore(stack: Stack, to: datetime | None) -> int:
 def wait_for_writes(stack: Stack, db: dict[str, Any]) -> None:
     """Returns once Postgres accepts writes (recovery done, promoted)."""
     user = env_of(db).get("POSTGRES_USER", "postgres")
-    deadline = time.monotonic() + RECOVERY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
+
+    def promoted() -> bool:
         answer = stack.docker(
             "exec", db["Id"], "psql", "-U", user, "-d", user, "-Atc",
             "SELECT pg_is_in_recovery()", check=False,
         )  # fmt: skip
-        if answer.returncode == 0 and answer.stdout.strip() == "f":
-            return
-        time.sleep(1)
+        return answer.returncode == 0 and answer.stdout.strip() == "f"
+
+    if eventually(promoted, RECOVERY_TIMEOUT_SECONDS, interval=1):
+        return
     logs = stack.docker("logs", "--tail", "30", db["Id"], check=False)
     raise BackupError(
         f"Postgres did not finish recovery within {RECOVERY_TIMEOUT_SECONDS} s; the app stays "

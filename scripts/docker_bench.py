@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stack_facts import SERVICE_LABEL, ps_filters
+
 BENCH_DIR = Path(__file__).resolve().parent / "docker-bench.d"
 ALLOWED_FILE = BENCH_DIR / "allowed-warnings.txt"
 SECTIONS = "container_images,container_runtime"
@@ -88,13 +90,13 @@ def docker(*args: str) -> str:
 
 def project_containers(project: str) -> dict[str, tuple[str, str]]:
     """The project's running containers: name -> (service, image)."""
-    ids = docker("ps", "-q", "--filter", f"label=com.docker.compose.project={project}").split()
+    ids = docker("ps", "-q", *ps_filters(project)).split()
     if not ids:
         raise BenchError(f"no running container of the compose project {project!r}")
     found = json.loads(docker("inspect", *ids))
     return {
         c["Name"].lstrip("/"): (
-            c["Config"]["Labels"]["com.docker.compose.service"],
+            c["Config"]["Labels"][SERVICE_LABEL],
             c["Config"]["Image"],
         )
         for c in found

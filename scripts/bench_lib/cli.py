@@ -12,9 +12,9 @@ import signal
 import socket
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,10 +34,15 @@ from bench_lib.stack import (
     Progress,
     project_containers,
 )
-from stack_facts import read_env_file
+from stack_facts import eventually, read_env_file
 
 SEED_ITEMS = 200
 KEY_VARIABLE = "BENCH_API_KEY"  # --url: the running stack's key (not an option: argv is public)
+# A soak: enough connections to hold --rate, and about SOAK_WINDOWS windows of SOAK_WINDOW_S
+# (5-30 s each): short enough to show a drift over the run, long enough for a steady rate.
+SOAK_CONNECTIONS = 16
+SOAK_WINDOWS = 20
+SOAK_WINDOW_S = (5.0, 30.0)
 EPILOG = """
 examples:
   scripts/bench                      full run (~11 min): starts its own stack, stops it after
@@ -155,6 +160,11 @@ def _profile(args: argparse.Namespace) -> plan.Profile:
     )
 
 
+def _soak_window(total_s: float) -> float:
+    shortest, longest = SOAK_WINDOW_S
+    return min(longest, max(shortest, total_s / SOAK_WINDOWS))
+
+
 def _subset(text: str | None, known: tuple[str, ...], what: str) -> list[str]:
     chosen = text.split(",") if text else list(known)
     unknown = set(chosen) - set(known)
@@ -165,16 +175,15 @@ def _subset(text: str | None, known: tuple[str, ...], what: str) -> list[str]:
 
 def _wait_ready(client: httpx.Client, within: float = 60) -> None:
     """Healthy containers are not yet a serving path: wait for /readyz through Caddy."""
-    deadline = time.monotonic() + within
-    while True:
+
+    def ready() -> bool:
         try:
-            if client.get("/readyz").status_code == 200:
-                return
+            return client.get("/readyz").status_code == 200
         except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{client.base_url}readyz never answered 200 within {within} s")
-        time.sleep(1)
+            return False
+
+    if not eventually(ready, within, interval=1):
+        raise RuntimeError(f"{client.base_url}readyz never answered 200 within {within} s")
 
 
 def _seed(base_url: str, ca_file: str, api_key: str, progress: Progress) -> list[int]:
@@ -226,6 +235,54 @@ def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@dataclass(frozen=True)
+class ServedStack:
+    """What the bench measures: where the stack answers, and the key it sends."""
+
+    host: str
+    ports: dict[str, int]  # compose service -> its published port on host
+    project: str | None  # its compose project, when known: the containers to watch
+    ca_file: Path
+    api_key: str
+    key_name: str  # what the outputs say of the key
+
+
+def _resolve_stack(
+    args: argparse.Namespace,
+    progress: Progress,
+    ref: baseline.Baseline | None,
+    workdir: Path,
+    stack: contextlib.ExitStack,
+) -> ServedStack:
+    """--url: the running stack it names; else the bench's own, started (and, on leaving
+    `stack`, stopped) here."""
+    ca_file = workdir / "caddy-root.crt"
+    if args.url:
+        api_key = os.environ.get(KEY_VARIABLE, "")
+        if not api_key:
+            raise SystemExit(f"scripts/bench: --url needs an API key in ${KEY_VARIABLE}")
+        host, port = _loopback_port(args.url)
+        ports = {"proxy": port}
+        if args.direct_url:
+            ports["app"] = _loopback_port(args.direct_url)[1]
+        if args.ca_file:
+            ca_file = args.ca_file
+        elif args.project:
+            environment.copy_ca_from_project(args.project, ca_file)
+        else:
+            raise SystemExit("scripts/bench: --url needs --ca-file or --project (for the CA)")
+        return ServedStack(host, ports, args.project, ca_file, api_key, f"${KEY_VARIABLE}")
+    if ref:
+        baseline.build(ref, progress)
+    compose = stack.enter_context(_own_stack(args, progress, ref))
+    compose.copy_ca(ca_file)
+    key_name = f"bench-{uuid.uuid4().hex[:8]}"
+    progress.note(f"making API key {key_name} (python -m service.keys create in app)")
+    api_key = compose.create_key(key_name)
+    ports = compose.published_ports()
+    return ServedStack("localhost", ports, compose.project, ca_file, api_key, key_name)
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     args = parse_args(argv)
@@ -246,54 +303,42 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "bench-results" / started.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as workdir, contextlib.ExitStack() as stack:
-        ca_file = Path(workdir) / "caddy-root.crt"
-        if args.url:
-            api_key = os.environ.get(KEY_VARIABLE, "")
-            if not api_key:
-                raise SystemExit(f"scripts/bench: --url needs an API key in ${KEY_VARIABLE}")
-            key_name = f"${KEY_VARIABLE}"
-            host, port = _loopback_port(args.url)
-            ports = {"proxy": port}
-            if args.direct_url:
-                ports["app"] = _loopback_port(args.direct_url)[1]
-            project = args.project
-            if args.ca_file:
-                ca_file = args.ca_file
-            elif project:
-                environment.copy_ca_from_project(project, ca_file)
-            else:
-                raise SystemExit("scripts/bench: --url needs --ca-file or --project (for the CA)")
-        else:
-            if ref:
-                baseline.build(ref, progress)
-            compose = stack.enter_context(_own_stack(args, progress, ref))
-            compose.copy_ca(ca_file)
-            host, ports, project = "localhost", compose.published_ports(), compose.project
-            key_name = f"bench-{uuid.uuid4().hex[:8]}"
-            progress.note(f"making API key {key_name} (python -m service.keys create in app)")
-            api_key = compose.create_key(key_name)
-        containers = project_containers(project) if project else {}
-        generator_cpu = None
-        if args.pin:
-            cpus = os.cpu_count() or 2
-            generator_cpu = cpus - 1
-            stack.enter_context(CpuPinning(containers, f"0-{cpus - 2}"))
-        base_url = f"https://{host}:{ports['proxy']}"
-        context = Context(
-            tools,
-            _seed(base_url, str(ca_file), api_key, progress),
-            api_key,
-            str(ca_file),
-            containers,
-            generator_cpu,
-            progress,
-        )
+        served = _resolve_stack(args, progress, ref, Path(workdir), stack)
+        context = _context(args, tools, served, progress, stack)
         progress.note("recording the environment")
-        env = environment.collect(tools, containers)
-        names = {s: f"{project}-{s}-1" for s in ("proxy", "app")} if project else {}
-        inside = {s: name for s, name in names.items() if name in containers}
-        available = plan.targets(ports, host, ref.server if ref else "", inside)
-        document = _run(args, context, available, started, env, key_name, ref)
+        env = environment.collect(tools, context.containers)
+        names = {s: f"{served.project}-{s}-1" for s in ("proxy", "app")} if served.project else {}
+        inside = {s: name for s, name in names.items() if name in context.containers}
+        available = plan.targets(served.ports, served.host, ref.server if ref else "", inside)
+        document = _measure_all(args, context, available, started, env, served.key_name, ref)
+    return _write_outputs(document, out)
+
+
+def _context(
+    args: argparse.Namespace,
+    tools: loadgen.Tools,
+    served: ServedStack,
+    progress: Progress,
+    stack: contextlib.ExitStack,
+) -> Context:
+    """What every measured run needs: the seeded items, the key, the containers to watch, and
+    (--pin) the stack on CPUs of its own until `stack` is left."""
+    containers = project_containers(served.project) if served.project else {}
+    generator_cpu = None
+    if args.pin:
+        cpus = os.cpu_count() or 2
+        generator_cpu = cpus - 1
+        stack.enter_context(CpuPinning(containers, f"0-{cpus - 2}"))
+    base_url = f"https://{served.host}:{served.ports['proxy']}"
+    item_ids = _seed(base_url, str(served.ca_file), served.api_key, progress)
+    return Context(
+        tools, item_ids, served.api_key, str(served.ca_file), containers, generator_cpu, progress
+    )
+
+
+def _write_outputs(document: dict[str, Any], out: Path) -> int:
+    """results.json, report.md, chart.png and the terminal table; the exit status: 1 when a
+    request failed or none completed (saturation is only reported), else 0."""
     report.write_json(out / "results.json", document)
     chart_name = None
     if document["cells"]:
@@ -303,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     if document["cells"]:
         print(
             report.terminal_table(
-                document["cells"], document["targets"], document["baseline"], document["auth"]
+                document["cells"], document["goals"], document["baseline"], document["auth"]
             )
         )
     if document.get("soak"):
@@ -313,12 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     summaries = [cell["summary"] for cell in document["cells"]]
     if document.get("soak"):
         summaries.append(document["soak"]["summary"])
-    # Failed requests, or runs where none completed, are errors; saturation is only reported.
     broken = any(s["failed"] or "no request completed" in s["invalid_reasons"] for s in summaries)
     return 1 if broken else 0
 
 
-def _run(
+def _measure_all(
     args: argparse.Namespace,
     context: Context,
     available: dict[str, plan.Target],
@@ -349,7 +393,7 @@ def _run(
         "settings": settings,
         "environment": env,
         "cells": [],
-        "targets": [],
+        "goals": [],
         "soak": None,
         "baseline": None,
         "auth": None,
@@ -358,8 +402,8 @@ def _run(
         if "caddy-h1" not in available:
             raise SystemExit("scripts/bench: --soak needs the stack's Caddy")
         total = _seconds(args.soak)
-        cell = plan.Cell("soak", "mixed", available["caddy-h1"], 16)
-        windows = soak(cell, total, args.rate, min(30.0, max(5.0, total / 20)), context)
+        cell = plan.Cell("soak", "mixed", available["caddy-h1"], SOAK_CONNECTIONS)
+        windows = soak(cell, total, args.rate, _soak_window(total), context)
         settings |= {"soak_s": total, "soak_rate": args.rate}
         document["soak"] = {
             "target": cell.target.name,
@@ -373,7 +417,7 @@ def _run(
         cells = plan.build(profile, available, scenarios, groups)
         results = run_plan(cells, profile, context)
         document["cells"] = report.cell_records(cells, results)
-        document["targets"] = report.targets(document["cells"], profile.concurrency)
+        document["goals"] = report.goals(document["cells"], profile.concurrency)
         document["auth"] = report.auth_cost(document["cells"], profile.concurrency)
         if ref:
             document["baseline"] = report.baseline(

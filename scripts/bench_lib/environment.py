@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bench_lib.loadgen import Tools
-from bench_lib.stack import CA_IN_PROXY, ROOT
+from bench_lib.stack import ROOT
+from stack_facts import CA_IN_PROXY, config_env, ps_filters
 
 _PACKAGES = ("hypercorn", "uvicorn", "granian", "fastapi", "starlette", "pydantic", "asyncpg")
 _VERSIONS = (
@@ -44,7 +45,7 @@ def _container(container: str) -> dict[str, Any]:
         "memory_mib": (host.get("Memory") or 0) // 2**20 or None,
         "cpuset": host.get("CpusetCpus") or None,
     }
-    env = dict(item.split("=", 1) for item in config.get("Env", []) if "=" in item)
+    env = config_env(config.get("Env"))
     info["settings"] = {key: env[key] for key in _SETTINGS if key in env}
     command = " ".join(config.get("Entrypoint") or []) + " " + " ".join(config.get("Cmd") or [])
     # Asked, not guessed from the command: the edge image runs caddy/run-edge.
@@ -91,14 +92,7 @@ def copy_ca_from_project(project: str, destination: Path) -> None:
     proxies = [
         name
         for name in _output(
-            "docker",
-            "ps",
-            "--filter",
-            f"label=com.docker.compose.project={project}",
-            "--filter",
-            "label=com.docker.compose.service=proxy",
-            "--format",
-            "{{.Names}}",
+            "docker", "ps", *ps_filters(project, "proxy"), "--format", "{{.Names}}"
         ).splitlines()
         if name
     ]

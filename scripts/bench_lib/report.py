@@ -1,7 +1,8 @@
 """The outputs: the terminal table, results.json, report.md and chart.png.
 
-Targets are ratios of medians from the same run; they are reported, never asserted. Some have
-a goal (met or missed); the others, without one, are figures to read.
+Goals are ratios of medians from the same run (one server's cell over another's); they are
+reported, never asserted. Some have a threshold to meet (met or missed); the others, without one,
+are figures to read. (A "target", in the plan, is a server behind a path and protocol.)
 """
 
 import json
@@ -15,11 +16,12 @@ from bench_lib.model import RunResult, summarise
 from bench_lib.plan import AUTH_SCENARIO, Cell
 from bench_lib.scenarios import SCENARIOS
 
-SCHEMA = 1
+# 2: the ratios are "goals" (they were "targets", the word the plan keeps for its servers).
+SCHEMA = 2
 
 
 @dataclass(frozen=True)
-class TargetRatio:
+class GoalRatio:
     name: str
     description: str
     numerator: str  # cell keys
@@ -27,31 +29,31 @@ class TargetRatio:
     goal: float | None  # None: informational, a cost to know rather than a goal to meet
 
 
-def target_ratios(concurrency: int) -> list[TargetRatio]:
+def goal_ratios(concurrency: int) -> list[GoalRatio]:
     c = concurrency
     return [
-        TargetRatio(
+        GoalRatio(
             "stack_vs_direct",
             "GET /items/{id}: the stack over HTTPS/HTTP/2 vs the app direct (HTTP/1.1)",
             f"paths/item/caddy-h2/c{c}",
             f"paths/item/direct-h1/c{c}",
             0.7,
         ),
-        TargetRatio(
+        GoalRatio(
             "item_vs_healthz",
             "through the stack (HTTP/2): GET /items/{id} vs /healthz (what the database costs)",
             f"paths/item/caddy-h2/c{c}",
             f"paths/healthz/caddy-h2/c{c}",
             0.8,
         ),
-        TargetRatio(
+        GoalRatio(
             "hypercorn_vs_uvicorn",
             "GET /items/{id} through the same Caddy (HTTP/2): Hypercorn vs uvicorn",
             f"paths/item/caddy-h2/c{c}",
             f"peers/item/uvicorn-h2/c{c}",
             0.8,
         ),
-        TargetRatio(
+        GoalRatio(
             "item_256_vs_32_in_flight",
             "GET /items/{id} through the stack (HTTP/2): 256 requests in flight vs 32 (no "
             "collapse under load; full profile only)",
@@ -59,7 +61,7 @@ def target_ratios(concurrency: int) -> list[TargetRatio]:
             f"paths/item/caddy-h2/c{c}",
             0.9,
         ),
-        TargetRatio(
+        GoalRatio(
             "h3_vs_h2",
             "GET /items/{id} through Caddy, Python clients of equal cost: HTTP/3 vs HTTP/2 "
             "(client-bound)",
@@ -68,7 +70,7 @@ def target_ratios(concurrency: int) -> list[TargetRatio]:
             0.9,
         ),
         *(
-            TargetRatio(
+            GoalRatio(
                 f"without_docker_proxy_{path.replace('-', '_')}",
                 f"GET /items/{{id}} {via}: the generator in the container's network namespace vs "
                 "through the published loopback port (what docker-proxy costs the bench)",
@@ -79,7 +81,7 @@ def target_ratios(concurrency: int) -> list[TargetRatio]:
             for path, via in (("caddy-h2", "via Caddy (HTTP/2)"), ("direct-h1", "direct"))
         ),
         *(
-            TargetRatio(
+            GoalRatio(
                 f"create_keyed_vs_create_{path.replace('-', '_')}",
                 f"POST /items via {via} (HTTP/1.1): with an Idempotency-Key vs without "
                 "(what a keyed write costs)",
@@ -149,25 +151,25 @@ def cell_records(cells: list[Cell], results: dict[str, list[RunResult]]) -> list
     ]
 
 
-def targets(records: list[dict[str, Any]], concurrency: int) -> list[dict[str, Any]]:
+def goals(records: list[dict[str, Any]], concurrency: int) -> list[dict[str, Any]]:
     by_key = {record["key"]: record["summary"] for record in records}
     rows = []
-    for target in target_ratios(concurrency):
-        top, bottom = by_key.get(target.numerator), by_key.get(target.denominator)
-        if target.numerator.startswith("sweep/") and top is None:
+    for goal in goal_ratios(concurrency):
+        top, bottom = by_key.get(goal.numerator), by_key.get(goal.denominator)
+        if goal.numerator.startswith("sweep/") and top is None:
             continue  # the sweep runs in the full profile only
         ratio = None
         if top and bottom and bottom["rps_median"]:
             ratio = round(top["rps_median"] / bottom["rps_median"], 2)
         rows.append(
             {
-                "name": target.name,
-                "description": target.description,
-                "numerator": target.numerator,
-                "denominator": target.denominator,
-                "goal": target.goal,
+                "name": goal.name,
+                "description": goal.description,
+                "numerator": goal.numerator,
+                "denominator": goal.denominator,
+                "goal": goal.goal,
                 "ratio": ratio,
-                "met": None if ratio is None or target.goal is None else ratio >= target.goal,
+                "met": None if ratio is None or goal.goal is None else ratio >= goal.goal,
                 # A ratio of figures that are not both valid is shown, but marked as such.
                 "valid": bool(top and bottom and top["valid"] and bottom["valid"]),
             }
@@ -402,7 +404,7 @@ def _row(record: dict[str, Any]) -> tuple[str, ...]:
 
 def terminal_table(
     records: list[dict[str, Any]],
-    target_rows: list[dict[str, Any]],
+    goal_rows: list[dict[str, Any]],
     baseline_section: dict[str, Any] | None = None,
     auth_section: dict[str, Any] | None = None,
 ) -> str:
@@ -417,12 +419,12 @@ def terminal_table(
     lines.insert(1, "-" * len(lines[0]))
     lines.append("latency in ms; range = min-max over the repetitions")
     lines.append("")
-    for t in target_rows:
+    for t in goal_rows:
         ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f}"
         verdict = "" if t["met"] is None else ("met" if t["met"] else "MISSED")
         caveat = "" if t["valid"] else " (from invalid runs)"
         goal = "informational" if t["goal"] is None else f"goal >= {t['goal']}"
-        lines.append(f"target {t['name']}: {ratio} ({goal}) {verdict}{caveat}")
+        lines.append(f"goal {t['name']}: {ratio} ({goal}) {verdict}{caveat}")
     if baseline_section:
         lines += ["", *baseline_lines(baseline_section)]
     if auth_section:
@@ -438,10 +440,10 @@ def _markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> lis
     ]
 
 
-def _verdict(target: dict[str, Any]) -> str:
-    if target["goal"] is None:
+def _verdict(goal: dict[str, Any]) -> str:
+    if goal["goal"] is None:
         return "informational"  # a figure to read: there is nothing to meet
-    return "n/a" if target["met"] is None else "met" if target["met"] else "missed"
+    return "n/a" if goal["met"] is None else "met" if goal["met"] else "missed"
 
 
 def markdown(document: dict[str, Any], chart: str | None) -> str:
@@ -465,9 +467,9 @@ def markdown(document: dict[str, Any], chart: str | None) -> str:
     ]
     if chart:
         lines += [f"![throughput and latency]({chart})", ""]
-    lines += ["## Targets (ratios of medians from this run)", ""]
+    lines += ["## Goals (ratios of medians from this run)", ""]
     lines += _markdown_table(
-        ("target", "ratio", "goal", "verdict"),
+        ("goal", "ratio", "threshold", "verdict"),
         [
             (
                 t["description"],
@@ -475,7 +477,7 @@ def markdown(document: dict[str, Any], chart: str | None) -> str:
                 "-" if t["goal"] is None else f">= {t['goal']}",
                 _verdict(t) + ("" if t["valid"] else " (invalid runs)"),
             )
-            for t in document["targets"]
+            for t in document["goals"]
         ],
     )
     if document.get("baseline"):

@@ -15,10 +15,13 @@ from typing import Any
 
 import docker
 
+from stack_facts import CA_IN_PROXY, eventually, ps_filters
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ENV = Path(__file__).with_name("bench.env")
-CA_IN_PROXY = "/data/caddy/pki/authorities/local/root.crt"
-BENCH_DOCKERFILE = "Dockerfile.bench"
+BENCH_TARGET = "bench"  # the Dockerfile stage of the peer servers' image
+# Caddy writes its internal CA on its first start, a moment after the container runs.
+CA_TIMEOUT_SECONDS = 30
 KEY_SCOPES = ("items:read", "items:write", "jobs:read", "jobs:write")  # every scenario's
 
 
@@ -68,12 +71,13 @@ class Compose:
 
     def up(self, progress: "Progress", services: list[str]) -> None:
         """Builds every image, then starts `services` and what they depend on (all if empty)."""
-        # Each image once; the bench image is built FROM the service image, so it comes last.
+        # Each image once; the bench image comes last, its stages then reuse the app's build
+        # cache instead of building the same stages beside it.
         images: dict[str, str] = {}
         bench_images: dict[str, str] = {}
         for name, service in self.config()["services"].items():
             if "build" in service:
-                bench = service["build"].get("dockerfile", "").endswith(BENCH_DOCKERFILE)
+                bench = service["build"].get("target") == BENCH_TARGET
                 (bench_images if bench else images).setdefault(service.get("image", name), name)
         progress.note(f"building images: {', '.join(images)}")
         self("build", *images.values())
@@ -95,11 +99,11 @@ class Compose:
         return done.stdout.strip().splitlines()[-1]
 
     def copy_ca(self, destination: Path) -> None:
-        deadline = time.monotonic() + 30
-        while self("cp", f"proxy:{CA_IN_PROXY}", str(destination), check=False).returncode:
-            if time.monotonic() > deadline:
-                raise RuntimeError("Caddy's internal root CA never appeared")
-            time.sleep(0.5)
+        def copied() -> bool:
+            return not self("cp", f"proxy:{CA_IN_PROXY}", str(destination), check=False).returncode
+
+        if not eventually(copied, CA_TIMEOUT_SECONDS):
+            raise RuntimeError("Caddy's internal root CA never appeared")
 
 
 class Progress:
@@ -115,16 +119,7 @@ class Progress:
 
 def project_containers(project: str) -> dict[str, str]:
     """container name -> id, for every running container of a compose project."""
-    done = _run(
-        [
-            "docker",
-            "ps",
-            "--filter",
-            f"label=com.docker.compose.project={project}",
-            "--format",
-            "{{.Names}} {{.ID}}",
-        ]
-    )
+    done = _run(["docker", "ps", *ps_filters(project), "--format", "{{.Names}} {{.ID}}"])
     return dict(line.split() for line in done.stdout.splitlines() if line.strip())
 
 

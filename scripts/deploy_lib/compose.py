@@ -6,7 +6,8 @@ import time
 from deploy_lib.images import Images
 from deploy_lib.restore_point import take_restore_point
 from deploy_lib.rollout import Rollout
-from deploy_lib.target import APP, EDGE, DeployError, Target, health_of, say
+from deploy_lib.target import APP, EDGE, DeployError, Target, say
+from stack_facts import eventually, health_of
 
 CADDY_DNS_REFRESH_SECONDS = 1.0  # caddy/Caddyfile: dynamic a ... refresh 1s
 CADDY_DIAL_TIMEOUT_SECONDS = 2.0  # caddy/Caddyfile: dial_timeout 2s
@@ -75,25 +76,25 @@ def wait_healthy(target: Target, containers: list[str], timeout: float) -> str |
     """None when all are healthy, else why not. A replica that exits while starting (a failed
     migration, a setting the app refuses) fails the rollout at once: each restart would try
     again, and its migration would again hold the requests on its table for lock_timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
+    exits: list[str] = []  # how each replica that exited while starting did
+    states: dict[str, str] = {}  # container id -> its health status
+
+    def settled() -> bool:
         inspected = target.inspect(*containers)
-        exited = [c for c in inspected if c["RestartCount"] or c["State"]["Status"] != "running"]
-        if exited:
-            summary = ", ".join(
-                f"{c['Id'][:12]} restarted {c['RestartCount']} times"
-                if c["RestartCount"]
-                else f"{c['Id'][:12]} {c['State']['Status']}, exit {c['State']['ExitCode']}"
-                for c in exited
-            )
-            return f"exited while starting ({summary})"
-        states = {c["Id"]: health_of(c) for c in inspected}
-        if all(state == "healthy" for state in states.values()):
-            return None
-        if time.monotonic() > deadline:
-            summary = ", ".join(f"{c[:12]} {s or 'no health status'}" for c, s in states.items())
-            return f"not healthy within {timeout:.0f} s ({summary})"
-        time.sleep(1)
+        exits[:] = [
+            f"{c['Id'][:12]} restarted {c['RestartCount']} times"
+            if c["RestartCount"]
+            else f"{c['Id'][:12]} {c['State']['Status']}, exit {c['State']['ExitCode']}"
+            for c in inspected
+            if c["RestartCount"] or c["State"]["Status"] != "running"
+        ]
+        states.update({c["Id"]: health_of(c) for c in inspected})
+        return bool(exits) or all(state == "healthy" for state in states.values())
+
+    if not eventually(settled, timeout, interval=1):
+        summary = ", ".join(f"{c[:12]} {s or 'no health status'}" for c, s in states.items())
+        return f"not healthy within {timeout:.0f} s ({summary})"
+    return f"exited while starting ({', '.join(exits)})" if exits else None
 
 
 def stop(target: Target, containers: list[str]) -> None:

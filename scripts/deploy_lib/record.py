@@ -5,14 +5,11 @@ import json
 from datetime import UTC, datetime
 
 from deploy_lib.target import Target
-
-
-def record_name(target: Target) -> str:
-    return f"{target.project}-deploy-record"
+from stack_facts import deploy_record_name
 
 
 def record(target: Target, image: str, **labels: str) -> None:
-    name = record_name(target)
+    name = deploy_record_name(target.project)
     target.docker("rm", "--force", name, check=False)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     label_args = [
@@ -22,8 +19,7 @@ def record(target: Target, image: str, **labels: str) -> None:
 
 
 def read_record(target: Target) -> dict[str, str]:
-    raw = target.docker(
-        "inspect", "--format", "{{json .Config.Labels}}", record_name(target), check=False
-    )
+    name = deploy_record_name(target.project)
+    raw = target.docker("inspect", "--format", "{{json .Config.Labels}}", name, check=False)
     labels: dict[str, str] = json.loads(raw) if raw else {}
     return {k.removeprefix("deploy."): v for k, v in labels.items() if k.startswith("deploy.")}

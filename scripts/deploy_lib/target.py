@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stack_facts import EnvFileError, read_env_file
+from stack_facts import EnvFileError, config_env, ps_filters, read_env_file
 
 if TYPE_CHECKING:
     from deploy_lib.images import Images
@@ -159,12 +159,7 @@ class Target:
 
     # --- what runs --------------------------------------------------------------------------
     def running(self, service: str) -> list[str]:
-        ids = self.docker(
-            "ps", "--quiet",
-            "--filter", f"label=com.docker.compose.project={self.project}",
-            "--filter", f"label=com.docker.compose.service={service}",
-        )  # fmt: skip
-        return ids.split()
+        return self.docker("ps", "--quiet", *ps_filters(self.project, service)).split()
 
     def inspect(self, *ids: str) -> list[dict[str, Any]]:
         if not ids:
@@ -178,16 +173,10 @@ class Target:
     def commit_of(self, image: str) -> str:
         """The commit an image was built from (its APP_VERSION)."""
         env = self.docker("image", "inspect", "--format", "{{json .Config.Env}}", image)
-        for variable in json.loads(env):
-            name, _, value = str(variable).partition("=")
-            if name == "APP_VERSION":
-                return value
+        variables = config_env(json.loads(env))
+        if "APP_VERSION" in variables:
+            return variables["APP_VERSION"]
         raise DeployError(f"{image} has no APP_VERSION: not built by scripts/deploy")
 
     def engine_id(self) -> str:
         return self.docker("info", "--format", "{{.ID}}")
-
-
-def health_of(container: dict[str, Any]) -> str:
-    """An inspected container's health status ("" when it has no healthcheck)."""
-    return str(container["State"].get("Health", {}).get("Status", ""))

@@ -20,7 +20,7 @@ from pathlib import Path
 import docker
 from docker.models.containers import Container
 
-from tests.integration.stack import eventually
+from stack_facts import eventually
 
 RECIPE = Path(__file__).with_name("testhost")
 NETWORK = "service-testhosts"

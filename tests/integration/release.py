@@ -13,6 +13,7 @@ from pathlib import Path
 
 import docker
 
+from stack_facts import deploy_record_name
 from tests.integration.stack import Stack
 from tests.integration.traffic import MixedTraffic
 from tests.project import ROOT
@@ -141,7 +142,7 @@ class Release:
     def remove_artifacts(self, repository: str) -> None:
         """The deploy record and every image the deploys built or loaded."""
         engine = docker.from_env()
-        name = f"{self.stack.project}-deploy-record"
+        name = deploy_record_name(self.stack.project)
         for container in engine.containers.list(all=True, filters={"name": name}):
             container.remove(force=True)
         for prefix in (repository, f"{repository}-proxy", f"{repository}-db"):

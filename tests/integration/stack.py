@@ -7,7 +7,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,23 +20,11 @@ from docker.models.containers import Container
 from testcontainers.compose import DockerCompose
 
 from service.models import Scope
-from stack_facts import read_env_file
+from stack_facts import CA_IN_PROXY, compose_labels, eventually, health_of, read_env_file
 from tests.project import ROOT
 
 TEST_ENV = Path(__file__).with_name("test.env")
-CA_IN_PROXY = "/data/caddy/pki/authorities/local/root.crt"
 SCOPES = tuple(str(scope) for scope in Scope)
-
-
-def eventually(check: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
-    """Whether `check` held at some point within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
 
 
 @dataclass
@@ -215,10 +203,7 @@ class Stack:
         labels = (
             [f"com.docker.swarm.service.name={self.project}_{service}"]
             if self.swarm
-            else [
-                f"com.docker.compose.project={self.project}",
-                f"com.docker.compose.service={service}",
-            ]
+            else compose_labels(self.project, service)
         )
         found = []
         for engine in (self.engine, *self.nodes):
@@ -262,7 +247,7 @@ class Stack:
     def wait_healthy(self, container: Container, timeout: float = 90) -> None:
         def healthy() -> bool:
             container.reload()
-            return bool(container.attrs["State"].get("Health", {}).get("Status") == "healthy")
+            return health_of(container.attrs) == "healthy"
 
         if not eventually(healthy, timeout):
             raise RuntimeError(f"{container.name} did not become healthy")

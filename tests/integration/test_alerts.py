@@ -16,7 +16,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.stack import Stack, eventually
+from stack_facts import eventually
+from tests.integration.stack import Stack
 from tests.project import ROOT
 
 PROMETHEUS_PORT = 61090

@@ -14,8 +14,9 @@ from statistics import quantiles
 import docker
 import pytest
 
+from stack_facts import eventually
 from tests.integration.items import create, database_now, existing
-from tests.integration.stack import Stack, eventually
+from tests.integration.stack import Stack
 from tests.integration.traffic import MixedTraffic
 from tests.project import ROOT
 

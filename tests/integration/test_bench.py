@@ -13,6 +13,7 @@ from typing import Any
 import docker
 import pytest
 
+from stack_facts import compose_labels
 from tests.project import ROOT
 
 PROJECT = "service-bench-ci"
@@ -109,12 +110,12 @@ def test_help_explains_the_command() -> None:
 def test_every_output_is_written(output: Path) -> None:
     assert (output / "chart.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     report = (output / "report.md").read_text()
-    assert "## Targets" in report
+    assert "## Goals" in report
     assert "![throughput and latency](chart.png)" in report
 
 
 def test_results_record_the_environment_and_settings(results: dict[str, Any]) -> None:
-    assert results["schema"] == 1
+    assert results["schema"] == 2
     assert results["mode"] == "quick"
     assert {"cpu_model", "cpus", "kernel"} <= results["environment"]["host"].keys()
     tools = results["environment"]["tools"]
@@ -191,15 +192,15 @@ def test_containers_are_measured(results: dict[str, Any]) -> None:
     assert "dockerd" in direct["runs"][0]["engine_cpu"], direct["runs"][0]["engine_cpu"]
 
 
-def test_targets_are_reported_as_ratios(results: dict[str, Any]) -> None:
-    names = {t["name"] for t in results["targets"]}
+def test_goals_are_reported_as_ratios(results: dict[str, Any]) -> None:
+    names = {g["name"] for g in results["goals"]}
     assert names == GOALS | INFORMATIONAL
-    for target in results["targets"]:
-        assert isinstance(target["ratio"], float), target
+    for goal in results["goals"]:
+        assert isinstance(goal["ratio"], float), goal
         # An informational ratio is a figure, never a goal met or missed.
-        informational = target["name"] in INFORMATIONAL
-        assert (target["goal"] is None) == informational, target
-        assert (target["met"] is None) == informational, target
+        informational = goal["name"] in INFORMATIONAL
+        assert (goal["goal"] is None) == informational, goal
+        assert (goal["met"] is None) == informational, goal
 
 
 def test_the_auth_cost_is_reported_for_three_cases(results: dict[str, Any], output: Path) -> None:
@@ -233,9 +234,7 @@ def test_the_auth_cost_is_reported_for_three_cases(results: dict[str, Any], outp
 
 
 def test_the_bench_stack_is_stopped(output: Path) -> None:
-    left = docker.from_env().containers.list(
-        all=True, filters={"label": f"com.docker.compose.project={PROJECT}"}
-    )
+    left = docker.from_env().containers.list(all=True, filters={"label": compose_labels(PROJECT)})
     assert not left, [c.name for c in left]
 
 

@@ -11,9 +11,9 @@ from contextlib import contextmanager
 import docker
 import pytest
 
+from stack_facts import eventually
 from tests.integration.items import create, database_now, existing
 from tests.integration.release import NEW_MIGRATION, Release
-from tests.integration.stack import eventually
 from tests.integration.tools import H2Bursts, Tools
 from tests.integration.traffic import MixedTraffic
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import Stack, eventually
+from stack_facts import eventually
+from tests.integration.stack import Stack
 from tests.integration.traffic import MixedTraffic
 from tests.project import ROOT
 

@@ -5,7 +5,8 @@ import uuid
 
 import pytest
 
-from tests.integration.stack import Stack, eventually
+from stack_facts import eventually
+from tests.integration.stack import Stack
 
 SPOOFED = {
     "X-Forwarded-For": "6.6.6.6",

@@ -10,7 +10,8 @@ import pytest
 from docker.models.containers import Container
 
 from service.settings import Settings
-from tests.integration.stack import Stack, eventually
+from stack_facts import eventually
+from tests.integration.stack import Stack
 from tests.integration.traffic import MixedTraffic
 from tests.project import HYPERCORN
 

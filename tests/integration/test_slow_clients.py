@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
+from stack_facts import eventually
 from tests.integration.abuse import (
     app_connection_bound,
     app_connections,
@@ -20,7 +21,7 @@ from tests.integration.abuse import (
     statuses,
     with_key,
 )
-from tests.integration.stack import Stack, eventually
+from tests.integration.stack import Stack
 
 # caddy/Caddyfile: timeouts { read_header 10s }. The clients below keep dribbling far longer,
 # so only the server's timeout can end their requests.

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import docker
 import pytest
 
+from stack_facts import eventually
 from tests.integration.release import Release
-from tests.integration.stack import eventually
 from tests.integration.traffic import MixedTraffic
 
 PROJECT = "service-swarmtest"

@@ -15,10 +15,9 @@ from ipaddress import IPv4Network
 import docker
 import pytest
 
-from stack_facts import read_env_file
+from stack_facts import CA_IN_PROXY, eventually, read_env_file
 from tests.integration.hosts import DockerHost, DockerHosts
 from tests.integration.release import EDGE_D_HEADER, Release
-from tests.integration.stack import CA_IN_PROXY, eventually
 from tests.integration.traffic import MixedTraffic, Outcome
 from tests.project import ROOT
 

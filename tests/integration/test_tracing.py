@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.stack import Stack, eventually
+from stack_facts import eventually
+from tests.integration.stack import Stack
 
 RECEIVER_PORT = 60618
 OVERLAY = "tests/integration/otlp_receiver/compose.yaml"

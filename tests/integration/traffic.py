@@ -16,7 +16,8 @@ from types import TracebackType
 
 import httpx
 
-from tests.integration.stack import Stack, eventually
+from stack_facts import eventually
+from tests.integration.stack import Stack
 
 CLIENTS = 32
 HTTP2_CLIENTS_PER_CONNECTION = 4  # like a browser multiplexing a page's requests
