@@ -4,6 +4,7 @@ import uuid
 
 import pytest
 
+from stack_facts import compose_labels
 from tests.integration.stack import Stack
 
 
@@ -19,8 +20,24 @@ def create_item(stack: Stack) -> str:
     return str(response.headers["location"])
 
 
+def unnamed_volumes(stack: Stack) -> set[str]:
+    """Volumes the project's containers (exited one-shots too) mount that compose did not name:
+    an image's VOLUME without a mount of its own, which `down` leaves behind and `up` replaces."""
+    containers = stack.engine.containers.list(
+        all=True, filters={"label": compose_labels(stack.project)}
+    )
+    return {
+        f"{container.name}:{mount['Destination']}"
+        for container in containers
+        for mount in container.attrs["Mounts"]
+        if mount["Type"] == "volume" and not mount["Name"].startswith(f"{stack.project}_")
+    }
+
+
 def test_data_survives_down_and_up(stack: Stack) -> None:
     location = create_item(stack)
+    # Else every `down` and `up` would leave an empty anonymous volume on the machine.
+    assert unnamed_volumes(stack) == set()
     stack.run("down")  # without --volumes
     stack.run("up", "--detach", "--wait")
     stack.wait_until_serving()
